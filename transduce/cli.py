@@ -1,0 +1,161 @@
+"""The `transduce` command: the only module that reads argv. Subcommands: train, translate, evaluate, demo.
+
+A problem with the user's input (data, config, model folder) is printed as one line,
+`transduce: error: <file:line: problem>`, and exits with status 2, without a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from transduce.config import Config, ConfigError
+from transduce.data.readers import DataError, read_pairs
+
+USER_ERRORS = (DataError, ConfigError, FileNotFoundError, IsADirectoryError, PermissionError)
+
+
+def _add_decode_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--beam", type=int, help="beam size (1 = greedy); default: the model's decode.beam")
+    p.add_argument("--max-length", type=int, help="most tokens to generate")
+    p.add_argument("--max-length-ratio", type=float, help="also cap at this ratio of the source length")
+    p.add_argument("--batch-size", type=int, help="sentences per decode batch")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+
+
+def _decode_overrides(args) -> dict:
+    return dict(beam=args.beam, max_length=args.max_length, max_length_ratio=args.max_length_ratio,
+                batch_size=args.batch_size)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="transduce", description="Train, run and score sequence-to-sequence models.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("train", help="train a model from pairs", description="Train a model; the output folder "
+                       "is a model folder (config.json, vocabularies, model.safetensors) plus checkpoints/ and log.jsonl.")
+    p.add_argument("config", nargs="?", help="YAML config (optional: defaults give an attention LSTM)")
+    p.add_argument("--train", help="training pairs: .tsv, .jsonl (or the source file of two aligned files)")
+    p.add_argument("--train-target", help="target file when --train is the source side of two aligned files")
+    p.add_argument("--dev", help="dev pairs, scored during training")
+    p.add_argument("--dev-target", help="target file when --dev is a source file")
+    p.add_argument("--out", required=True, help="output (model) folder")
+    p.add_argument("--steps", type=int, help="optimizer updates (train.steps)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set model.hidden=512 (repeatable)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("translate", help="decode text with a trained model",
+                       description="Translate lines from stdin (or --input) to stdout (or --output).")
+    p.add_argument("--model", required=True, help="model folder")
+    p.add_argument("--input", help="input text file, one source per line (default: stdin)")
+    p.add_argument("--output", help="output file (default: stdout)")
+    p.add_argument("--nbest", type=int, default=1, help="print the N best outputs per line, tab-separated with scores")
+    _add_decode_options(p)
+
+    p = sub.add_parser("evaluate", help="score a model on pairs",
+                       description="Decode the sources of --data and print a JSON report (bleu, chrf, exact_match, perplexity).")
+    p.add_argument("--model", required=True, help="model folder")
+    p.add_argument("--data", required=True, help="pairs to score (.tsv, .jsonl, or a source file with --data-target)")
+    p.add_argument("--data-target", help="target file when --data is a source file")
+    p.add_argument("--hypotheses", help="also write the outputs to this file")
+    _add_decode_options(p)
+
+    p = sub.add_parser("demo", help="train a small model on the embedded data set, then decode and score it",
+                       description="Train on the embedded CSL title data (Chinese abstracts -> titles, characters), "
+                       "decode its test set, print examples and scores.")
+    p.add_argument("--out", default="runs/demo", help="model folder (default: runs/demo)")
+    p.add_argument("--steps", type=int, default=None, help="training updates (default: the demo's budget)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def cmd_train(args) -> int:
+    from transduce.training.trainer import train
+
+    config = Config.load(args.config) if args.config else Config()
+    overrides = list(args.overrides)
+    for key, value in (("data.train", args.train), ("data.train_target", args.train_target),
+                       ("data.dev", args.dev), ("data.dev_target", args.dev_target), ("train.steps", args.steps)):
+        if value is not None:
+            config = _set(config, key, value)
+    if args.quiet:
+        config = _set(config, "train.progress", False)
+    config = config.override(overrides)
+    out = train(config, args.out, device=args.device, log=lambda m: print(m, file=sys.stderr))
+    print(f"model saved in {out}", file=sys.stderr)
+    return 0
+
+
+def _set(config: Config, key: str, value) -> Config:
+    section, name = key.split(".")
+    tree = config.to_dict()
+    tree[section][name] = value
+    return Config.from_dict(tree)
+
+
+def cmd_translate(args) -> int:
+    from transduce.inference import load
+
+    translator = load(args.model, device=args.device)
+    source = open(args.input, encoding="utf-8") if args.input else sys.stdin
+    sink = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
+    try:
+        lines = [line.rstrip("\r\n") for line in source]
+        rows = translator.translate_nbest(lines, nbest=args.nbest, **_decode_overrides(args))
+        for row in rows:
+            if args.nbest == 1:
+                sink.write((row[0].text if row else "") + "\n")
+            else:
+                sink.write("\t".join(f"{t.text}\t{t.score:.4f}" for t in row) + "\n")
+    finally:
+        if args.input:
+            source.close()
+        if args.output:
+            sink.close()
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from transduce.evaluation.report import evaluate
+    from transduce.inference import load
+
+    translator = load(args.model, device=args.device)
+    pairs = read_pairs(args.data, target_path=args.data_target, fmt=translator.config.data.format,
+                       source_field=translator.config.data.source_field,
+                       target_field=translator.config.data.target_field)
+    report, hypotheses = evaluate(translator, pairs, **_decode_overrides(args))
+    if args.hypotheses:
+        Path(args.hypotheses).write_text("".join(h + "\n" for h in hypotheses), encoding="utf-8")
+    print(json.dumps(report, indent=2, ensure_ascii=False))
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from transduce.demo import run_demo
+
+    run_demo(args.out, steps=args.steps, progress=not args.quiet)
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "translate": cmd_translate, "evaluate": cmd_evaluate, "demo": cmd_demo}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from transduce.inference import ModelLoadError
+
+    try:
+        return COMMANDS[args.command](args)
+    except (*USER_ERRORS, ModelLoadError) as exc:
+        print(f"transduce: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("transduce: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,276 @@
+"""One typed configuration tree, read from YAML, overridable with "a.b=v", saved beside the model.
+
+Every option lives in exactly one dataclass field with a default, so a first model needs no
+YAML at all, a typo is an error that names the key, and the model folder's `config.json`
+is enough to rebuild the model.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A bad key or value in a configuration, with the dotted key in the message."""
+
+
+def _check_choice(key: str, value: Any, choices: tuple) -> None:
+    if value not in choices:
+        raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(str, choices))}")
+
+
+def _check_positive(key: str, value: float, allow_zero: bool = False) -> None:
+    if value < 0 or (value == 0 and not allow_zero):
+        raise ConfigError(f"{key}: must be {'>= 0' if allow_zero else '> 0'}, got {value!r}")
+
+
+@dataclass
+class DataConfig:
+    """Where the pairs come from and how they become token ids."""
+
+    train: str | None = None
+    dev: str | None = None
+    train_target: str | None = None  # second file when train is the source side of two aligned files
+    dev_target: str | None = None
+    format: str | None = None  # tsv | jsonl; None = from the file extension
+    source_field: str = "source"
+    target_field: str = "target"
+    on_empty: str = "skip"  # skip | error: pairs with an empty side
+    tokenizer: str = "char"  # char | word | spm (one kind for both sides)
+    spm_vocab_size: int = 8000
+    spm_model_type: str = "unigram"  # unigram | bpe
+    spm_character_coverage: float = 1.0
+    joint_tokenizer: bool = True  # one SentencePiece model trained on both sides
+    shared_vocab: bool = False  # one vocabulary for source and target
+    min_freq: int = 1
+    max_vocab: int | None = None  # per side, specials included
+    max_source_length: int = 400  # tokens; longer sources are truncated
+    max_target_length: int = 200  # tokens; longer targets are truncated in training
+
+    def __post_init__(self) -> None:
+        if self.format is not None:
+            _check_choice("data.format", self.format, ("tsv", "jsonl"))
+        _check_choice("data.on_empty", self.on_empty, ("skip", "error"))
+        _check_choice("data.tokenizer", self.tokenizer, ("char", "word", "spm"))
+        _check_choice("data.spm_model_type", self.spm_model_type, ("unigram", "bpe"))
+        _check_positive("data.spm_vocab_size", self.spm_vocab_size)
+        _check_positive("data.min_freq", self.min_freq)
+        _check_positive("data.max_source_length", self.max_source_length)
+        _check_positive("data.max_target_length", self.max_target_length)
+        if self.max_vocab is not None and self.max_vocab < 5:
+            raise ConfigError(f"data.max_vocab: must be at least 5 (4 specials + 1), got {self.max_vocab}")
+
+
+@dataclass
+class ModelConfig:
+    """The network: an attention RNN encoder-decoder."""
+
+    arch: str = "lstm"  # lstm | gru
+    embed_dim: int = 256
+    hidden: int = 256  # encoder output size (both directions together) and decoder size
+    encoder_layers: int = 2
+    decoder_layers: int = 2
+    bidirectional: bool = True
+    attention: str = "general"  # dot | general (Luong) | bahdanau (additive)
+    input_feeding: bool = True
+    bridge: bool = True  # learned map from encoder final states to decoder initial states
+    dropout: float = 0.1
+    share_embeddings: bool = False  # source embedding = target embedding (needs data.shared_vocab)
+    tie_output: bool = True  # target embedding = output projection (needs embed_dim == hidden)
+
+    def __post_init__(self) -> None:
+        _check_choice("model.arch", self.arch, ("lstm", "gru"))
+        _check_choice("model.attention", self.attention, ("dot", "general", "bahdanau"))
+        for key in ("embed_dim", "hidden", "encoder_layers", "decoder_layers"):
+            _check_positive(f"model.{key}", getattr(self, key))
+        if self.bidirectional and self.hidden % 2:
+            raise ConfigError(f"model.hidden: must be even with a bidirectional encoder, got {self.hidden}")
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"model.dropout: must be in [0, 1), got {self.dropout}")
+        if self.tie_output and self.embed_dim != self.hidden:
+            raise ConfigError(
+                f"model.tie_output needs model.embed_dim == model.hidden (got {self.embed_dim} and {self.hidden})"
+            )
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation, batching, evaluation and checkpoint periods."""
+
+    steps: int = 3000
+    batch_tokens: int = 2048  # padded tokens per batch: sentences x max(source, target) length
+    accumulate: int = 1  # batches per optimizer update
+    lr: float = 1e-3
+    schedule: str = "inverse_sqrt"  # inverse_sqrt (linear warm-up, then 1/sqrt) | constant
+    warmup: int = 300
+    adam_betas: tuple[float, float] = (0.9, 0.98)
+    weight_decay: float = 0.0
+    label_smoothing: float = 0.1
+    clip_norm: float = 1.0  # 0 disables clipping
+    seed: int = 1234
+    pool_batches: int = 100  # batches per length-sorted pool (streaming buckets)
+    log_every: int = 25
+    eval_every: int = 500  # 0 disables dev evaluation during training
+    save_every: int = 500
+    keep_checkpoints: int = 3
+    dev_bleu: bool = True  # decode the dev set (greedy) at each evaluation
+    dev_max_sentences: int = 500
+    threads: int | None = None  # torch CPU threads; None = torch's default
+    progress: bool = True  # tqdm bar
+
+    def __post_init__(self) -> None:
+        self.adam_betas = tuple(self.adam_betas)  # YAML/JSON give lists
+        _check_choice("train.schedule", self.schedule, ("inverse_sqrt", "constant"))
+        for key in ("steps", "batch_tokens", "accumulate", "lr", "pool_batches", "log_every", "keep_checkpoints"):
+            _check_positive(f"train.{key}", getattr(self, key))
+        for key in ("warmup", "clip_norm", "eval_every", "save_every", "weight_decay", "dev_max_sentences"):
+            _check_positive(f"train.{key}", getattr(self, key), allow_zero=True)
+        if not 0 <= self.label_smoothing < 1:
+            raise ConfigError(f"train.label_smoothing: must be in [0, 1), got {self.label_smoothing}")
+
+
+@dataclass
+class DecodeConfig:
+    """Search settings used by translate, evaluate and dev evaluation."""
+
+    beam: int = 5
+    max_length: int = 200  # generated tokens, end-of-sentence excluded
+    max_length_ratio: float | None = None  # also cap at ceil(ratio x source length)
+    length_penalty: str = "avg"  # avg (score / length) | none
+    batch_size: int = 64  # sentences per decode batch
+
+    def __post_init__(self) -> None:
+        _check_positive("decode.beam", self.beam)
+        _check_positive("decode.max_length", self.max_length)
+        _check_positive("decode.batch_size", self.batch_size)
+        _check_choice("decode.length_penalty", self.length_penalty, ("avg", "none"))
+        if self.max_length_ratio is not None:
+            _check_positive("decode.max_length_ratio", self.max_length_ratio)
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def save(self, path: str | Path) -> None:
+        """JSON, written atomically (the model folder must never hold half a config)."""
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        tmp.replace(path)
+
+    @classmethod
+    def from_dict(cls, tree: dict | None) -> "Config":
+        return _build(cls, tree or {}, "")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Config":
+        """Read YAML or JSON (JSON is YAML)."""
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read config ({exc.strerror or exc})") from None
+        try:
+            tree = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        if tree is not None and not isinstance(tree, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of sections")
+        try:
+            return cls.from_dict(tree)
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+
+    def override(self, assignments: list[str]) -> "Config":
+        """A new config with "section.key=value" assignments applied (values parsed as YAML)."""
+        tree = self.to_dict()
+        for assignment in assignments:
+            key, sep, raw = assignment.partition("=")
+            if not sep:
+                raise ConfigError(f"--set {assignment!r}: expected section.key=value")
+            parts = key.strip().split(".")
+            if len(parts) != 2:
+                raise ConfigError(f"--set {assignment!r}: the key must be section.key, e.g. model.hidden")
+            section, name = parts
+            if section not in tree:
+                raise ConfigError(f"unknown section {section!r} (valid: {', '.join(tree)})")
+            if name not in tree[section]:
+                raise ConfigError(f"unknown key '{key}' (valid: {', '.join(tree[section])})")
+            try:
+                tree[section][name] = yaml.safe_load(raw) if raw.strip() else None
+            except yaml.YAMLError:
+                tree[section][name] = raw
+        return Config.from_dict(tree)
+
+
+def _build(cls: type, tree: dict, prefix: str) -> Any:
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {type(tree).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in tree.items():
+        if key not in fields:
+            raise ConfigError(f"unknown key '{prefix}{key}' (valid: {', '.join(fields)})")
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            kwargs[key] = _build(hint, value or {}, f"{prefix}{key}.")
+        else:
+            kwargs[key] = _coerce(f"{prefix}{key}", value, hint)
+    try:
+        return cls(**kwargs)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{prefix.rstrip('.')}: {exc}") from None
+
+
+def _coerce(key: str, value: Any, hint: Any) -> Any:
+    """Check a value against a field's type; ints are accepted where floats are expected."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(key, value, option)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if errors else f"{key}: bad value {value!r}")
+    if origin is tuple:
+        args = typing.get_args(hint)
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise ConfigError(f"{key}: expected a list of {len(args)} values, got {value!r}")
+        return tuple(_coerce(key, v, a) for v, a in zip(value, args))
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif hint is str:
+        if isinstance(value, str):
+            return value
+    type_name = getattr(hint, "__name__", str(hint))
+    raise ConfigError(f"{key}: expected {type_name}, got {value!r}")

@@ -1,0 +1,38 @@
+"""Decode many examples: sentence batches of similar length, greedy or beam, outputs in input order."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from transduce.config import DecodeConfig
+from transduce.data.batching import Example, collate, sentence_batches
+from transduce.decoding.beam import beam_search
+from transduce.decoding.greedy import greedy_search
+from transduce.decoding.results import Hypothesis
+from transduce.decoding.scoring import max_lengths
+
+
+def decode_examples(
+    model, examples: Sequence[Example], cfg: DecodeConfig, *, nbest: int = 1, device: str | torch.device = "cpu"
+) -> list[list[Hypothesis]]:
+    """n-best lists for each example, in the order given. Beam 1 is greedy search."""
+    results: list[list[Hypothesis]] = [[] for _ in examples]
+    position = {id(ex): i for i, ex in enumerate(examples)}
+    was_training = model.training
+    model.eval()
+    try:
+        for group in sentence_batches(list(examples), cfg.batch_size):
+            batch = collate(group).to(device)
+            caps = max_lengths(batch.src_lengths, cfg.max_length, cfg.max_length_ratio)
+            if cfg.beam == 1 and nbest == 1:
+                hyps = [[h] for h in greedy_search(model, batch.src, batch.src_mask, batch.src_lengths, caps,
+                                                   cfg.length_penalty)]
+            else:
+                hyps = beam_search(model, batch.src, batch.src_mask, batch.src_lengths, caps,
+                                   beam=max(cfg.beam, nbest), nbest=nbest, length_penalty=cfg.length_penalty)
+            for ex, h in zip(group, hyps):
+                results[position[id(ex)]] = h
+    finally:
+        model.train(was_training)
+    return results

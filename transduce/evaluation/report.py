@@ -1,0 +1,32 @@
+"""The evaluation report: decode a test set and score it with the field's standard metrics."""
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+from transduce.data.readers import Pair
+from transduce.evaluation.metrics import bleu, chrf, exact_match, perplexity
+from transduce.evaluation.reference_scoring import reference_nll
+
+
+def score_outputs(hypotheses: Sequence[str], references: Sequence[str]) -> dict:
+    """BLEU and chrF (sacreBLEU, with signatures) and exact match of detokenized outputs."""
+    b, c = bleu(list(hypotheses), list(references)), chrf(list(hypotheses), list(references))
+    return {
+        "bleu": round(b["score"], 2),
+        "chrf": round(c["score"], 2),
+        "exact_match": round(exact_match(list(hypotheses), list(references)), 2),
+        "bleu_signature": b["signature"],
+        "chrf_signature": c["signature"],
+    }
+
+
+def evaluate(translator, pairs: Iterable[Pair], *, batch_tokens: int = 4096, **decode_options) -> dict:
+    """Full report for a model on pairs: metrics of its outputs and perplexity of the references."""
+    pairs = list(pairs)
+    sources, references = [p.source for p in pairs], [p.target for p in pairs]
+    hypotheses = translator.translate(sources, **decode_options)
+    report = {"sentences": len(pairs), **score_outputs(hypotheses, references)}
+    nll, tokens = reference_nll(translator.model, translator.codec.examples(pairs), batch_tokens, translator.device)
+    report["perplexity"] = round(perplexity(nll, tokens), 3)
+    report["decode"] = {k: v for k, v in vars(translator.decode_options(**decode_options)).items()}
+    return report, hypotheses

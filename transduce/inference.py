@@ -1,0 +1,90 @@
+"""Translator: a model folder loaded once, text in, text out. Used by the CLI, evaluation and the API.
+
+Loading reads `config.json`, the vocabularies, the tokenizers and `model.safetensors`:
+JSON and tensors only, so opening a model never executes code from it.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from transduce.config import Config, ConfigError, DecodeConfig
+from transduce.constants import CONFIG_FILE, WEIGHTS_FILE
+from transduce.data.batching import Example
+from transduce.data.codec import TextCodec
+from transduce.decoding.results import Hypothesis
+from transduce.decoding.search import decode_examples
+from transduce.models.builder import build_model
+from transduce.training.checkpoint import load_weights
+
+
+class ModelLoadError(RuntimeError):
+    """A model folder that is missing or incomplete, with the path in the message."""
+
+
+@dataclass
+class Translation:
+    """One output text with its score; `tokens` are the target tokens (for display)."""
+
+    text: str
+    score: float
+    tokens: list[str]
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+class Translator:
+    """Load once, translate many times; safe to call from several threads (one decode at a time)."""
+
+    def __init__(self, config: Config, codec: TextCodec, model: torch.nn.Module, device: torch.device):
+        self.config, self.codec, self.model, self.device = config, codec, model.eval(), device
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_dir(cls, directory: str | Path, device: str = "auto") -> "Translator":
+        directory = Path(directory)
+        for name in (CONFIG_FILE, WEIGHTS_FILE):
+            if not (directory / name).is_file():
+                raise ModelLoadError(f"{directory}: not a model folder (no {name})")
+        try:
+            config = Config.load(directory / CONFIG_FILE)
+        except ConfigError as exc:
+            raise ModelLoadError(str(exc)) from None
+        codec = TextCodec.load(config.data, directory)
+        dev = pick_device(device)
+        model = build_model(config.model, len(codec.src_vocab), len(codec.tgt_vocab))
+        load_weights(model, directory / WEIGHTS_FILE, dev)
+        return cls(config, codec, model.to(dev), dev)
+
+    def decode_options(self, **overrides) -> DecodeConfig:
+        """The model's saved decoding settings with the given ones replaced (None = keep)."""
+        return replace(self.config.decode, **{k: v for k, v in overrides.items() if v is not None})
+
+    def translate_nbest(self, texts: Sequence[str], *, nbest: int = 1, **options) -> list[list[Translation]]:
+        """n-best translations of each text, best first. Options: beam, max_length, max_length_ratio,
+        length_penalty, batch_size."""
+        cfg = self.decode_options(**options)
+        examples = [Example(self.codec.encode_source(text), None, i) for i, text in enumerate(texts)]
+        with self._lock:
+            hyps = decode_examples(self.model, examples, cfg, nbest=nbest, device=self.device)
+        return [[self._to_translation(h) for h in row] for row in hyps]
+
+    def translate(self, texts: Sequence[str], *, beam: int | None = None, **options) -> list[str]:
+        """The best translation of each text."""
+        return [row[0].text if row else "" for row in self.translate_nbest(texts, beam=beam, **options)]
+
+    def _to_translation(self, hyp: Hypothesis) -> Translation:
+        return Translation(self.codec.decode_target(hyp.tokens), hyp.score, self.codec.target_tokens(hyp.tokens))
+
+
+def load(directory: str | Path, device: str = "auto") -> Translator:
+    """`transduce.load("runs/x")`: the model folder written by training, ready to translate."""
+    return Translator.from_dir(directory, device)

@@ -1,0 +1,48 @@
+"""Attention over encoder states: Luong dot / general (multiplicative) and Bahdanau (additive).
+
+Each kind splits its work in two: `precompute(memory)` runs once per source (the projection
+of the encoder states), `forward(query, ...)` runs once per decoder step and touches only the
+new query, so a step costs O(S), never O(S x T).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class Attention(nn.Module):
+    """Scores a decoder query against every source position; padded positions get weight 0."""
+
+    def __init__(self, kind: str, hidden: int) -> None:
+        super().__init__()
+        self.kind = kind
+        if kind == "general":
+            self.key_proj = nn.Linear(hidden, hidden, bias=False)
+        elif kind == "bahdanau":
+            self.key_proj = nn.Linear(hidden, hidden, bias=False)
+            self.query_proj = nn.Linear(hidden, hidden, bias=True)
+            self.v = nn.Linear(hidden, 1, bias=False)
+        elif kind != "dot":
+            raise ValueError(f"unknown attention {kind!r} (valid: dot, general, bahdanau)")
+
+    def precompute(self, memory: torch.Tensor) -> torch.Tensor:
+        """Keys for every source position. Shape: memory (B, S, H) -> (B, S, H)."""
+        return memory if self.kind == "dot" else self.key_proj(memory)
+
+    def forward(
+        self, query: torch.Tensor, keys: torch.Tensor, memory: torch.Tensor, src_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Context vector and weights for one step.
+
+        Shape: query (B, H), keys (B, S, H), memory (B, S, H), src_mask (B, S)
+            -> context (B, H), weights (B, S)
+        """
+        if self.kind == "bahdanau":
+            hidden = torch.tanh(keys + self.query_proj(query).unsqueeze(1))  # (B, S, H)
+            scores = self.v(hidden).squeeze(2)  # (B, S)
+        else:
+            scores = torch.bmm(keys, query.unsqueeze(2)).squeeze(2)  # (B, S)
+        scores = scores.masked_fill(~src_mask, float("-inf"))
+        weights = torch.softmax(scores, dim=-1)  # (B, S)
+        context = torch.bmm(weights.unsqueeze(1), memory).squeeze(1)  # (B, H)
+        return context, weights

@@ -1,0 +1,39 @@
+"""The Seq2Seq protocol that search, training and inference are written against.
+
+Search never asks which model it drives: it calls `encode` once, `init_state` once, then
+`decode_step` with only the newest token, and `select` on the encoder output and the state.
+"""
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import torch
+
+
+class DecoderState(Protocol):
+    attention: torch.Tensor | None  # (B, S) last attention weights, for plots and the web page
+
+    def select(self, indices: torch.Tensor) -> "DecoderState": ...
+
+
+class EncoderState(Protocol):
+    src_mask: torch.Tensor
+
+    def select(self, indices: torch.Tensor) -> "EncoderState": ...
+
+
+class Seq2Seq(Protocol):
+    def encode(self, src: torch.Tensor, src_mask: torch.Tensor, src_lengths: torch.Tensor) -> EncoderState:
+        """Shape: src, src_mask (B, S); src_lengths (B,)."""
+
+    def init_state(self, enc: Any) -> DecoderState: ...
+
+    def decode_step(self, prev_tokens: torch.Tensor, enc: Any, state: Any) -> tuple[torch.Tensor, Any]:
+        """Shape: prev_tokens (B,) -> log_probs (B, V), next state."""
+
+    def forward(
+        self, src: torch.Tensor, src_mask: torch.Tensor, src_lengths: torch.Tensor, tgt_in: torch.Tensor
+    ) -> torch.Tensor:
+        """Teacher forcing. Shape: tgt_in (B, T) -> log_probs (B, T, V)."""
+
+    def eval(self) -> Any: ...

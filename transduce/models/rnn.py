@@ -1,0 +1,194 @@
+"""Attention RNN encoder-decoder (GRU or LSTM), Luong-style with input feeding.
+
+The encoder is torch's fused (optionally bidirectional, multi-layer) RNN over packed
+sequences. The decoder is written as explicit per-step cells so that training (teacher
+forcing) and decoding (one token at a time from an `RNNState`) run the very same step code:
+incremental decoding equals the full pass, and a step never looks at the prefix again.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from transduce.config import ModelConfig
+from transduce.constants import PAD
+from transduce.models.attention import Attention
+from transduce.models.state import EncoderOutput, RNNState
+
+
+class RecurrentCell(nn.Module):
+    """One LSTM or GRU layer run a step at a time, its input projection done by the caller.
+
+    Splitting the input projection out lets the decoder project all teacher-forced target
+    embeddings in one matrix product before the time loop.
+    """
+
+    def __init__(self, kind: str, input_size: int, hidden: int) -> None:
+        super().__init__()
+        self.kind = kind
+        self.hidden = hidden
+        gates = 4 if kind == "lstm" else 3
+        self.weight_ih = nn.Parameter(torch.empty(gates * hidden, input_size))
+        self.weight_hh = nn.Parameter(torch.empty(gates * hidden, hidden))
+        self.bias_ih = nn.Parameter(torch.empty(gates * hidden))
+        self.bias_hh = nn.Parameter(torch.empty(gates * hidden))
+        bound = 1.0 / math.sqrt(hidden)
+        for p in self.parameters():
+            nn.init.uniform_(p, -bound, bound)
+
+    def project(self, x: torch.Tensor, columns: slice = slice(None), bias: bool = True) -> torch.Tensor:
+        """Input contribution to the gates. Shape: (..., I') -> (..., G*H)."""
+        return F.linear(x, self.weight_ih[:, columns], self.bias_ih if bias else None)
+
+    def forward(
+        self, gates_in: torch.Tensor, h: torch.Tensor, c: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """One step. Shape: gates_in (B, G*H), h (B, H), c (B, H) or None -> h', c'."""
+        gates_h = torch.addmm(self.bias_hh, h, self.weight_hh.t())  # (B, G*H)
+        if self.kind == "lstm":
+            i, f, g, o = (gates_in + gates_h).chunk(4, dim=1)
+            c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+            return torch.sigmoid(o) * torch.tanh(c), c
+        xr, xz, xn = gates_in.chunk(3, dim=1)
+        hr, hz, hn = gates_h.chunk(3, dim=1)
+        r = torch.sigmoid(xr + hr)
+        z = torch.sigmoid(xz + hz)
+        n = torch.tanh(xn + r * hn)
+        return n + z * (h - n), None
+
+
+class RNNSeq2Seq(nn.Module):
+    """Encoder-decoder with attention; implements the Seq2Seq protocol of `models.base`."""
+
+    def __init__(self, cfg: ModelConfig, src_vocab_size: int, tgt_vocab_size: int) -> None:
+        super().__init__()
+        self.cfg = cfg
+        H, E = cfg.hidden, cfg.embed_dim
+        self.is_lstm = cfg.arch == "lstm"
+        self.src_embed = nn.Embedding(src_vocab_size, E, padding_idx=PAD)
+        if cfg.share_embeddings:
+            if src_vocab_size != tgt_vocab_size:
+                raise ValueError("model.share_embeddings needs one shared vocabulary (data.shared_vocab: true)")
+            self.tgt_embed = self.src_embed
+        else:
+            self.tgt_embed = nn.Embedding(tgt_vocab_size, E, padding_idx=PAD)
+        rnn_cls = nn.LSTM if self.is_lstm else nn.GRU
+        directions = 2 if cfg.bidirectional else 1
+        self.encoder_rnn = rnn_cls(
+            E, H // directions, num_layers=cfg.encoder_layers, bidirectional=cfg.bidirectional,
+            batch_first=True, dropout=cfg.dropout if cfg.encoder_layers > 1 else 0.0,
+        )
+        if cfg.bridge:
+            self.bridge_h = nn.Linear(H, H)
+            self.bridge_c = nn.Linear(H, H) if self.is_lstm else None
+        feed_size = H if cfg.input_feeding else 0
+        self.cells = nn.ModuleList(
+            RecurrentCell(cfg.arch, (E + feed_size) if layer == 0 else H, H) for layer in range(cfg.decoder_layers)
+        )
+        self.attention = Attention(cfg.attention, H)
+        self.combine = nn.Linear(2 * H, H, bias=False)  # Luong's W_c [context; h]
+        self.output = nn.Linear(H, tgt_vocab_size)
+        if cfg.tie_output:
+            self.output.weight = self.tgt_embed.weight
+        self.dropout = nn.Dropout(cfg.dropout)
+        for emb in {self.src_embed, self.tgt_embed}:
+            nn.init.normal_(emb.weight, std=E ** -0.5)
+            with torch.no_grad():
+                emb.weight[PAD].zero_()
+
+    # ---- encoder -------------------------------------------------------------------------
+    def encode(self, src: torch.Tensor, src_mask: torch.Tensor, src_lengths: torch.Tensor) -> EncoderOutput:
+        """Run the encoder once per source.
+
+        Shape: src, src_mask (B, S); src_lengths (B,) on the CPU.
+        """
+        emb = self.dropout(self.src_embed(src))  # (B, S, E)
+        packed = pack_padded_sequence(emb, src_lengths.cpu(), batch_first=True, enforce_sorted=False)
+        out, final = self.encoder_rnn(packed)
+        memory, _ = pad_packed_sequence(out, batch_first=True, total_length=src.size(1))  # (B, S, H)
+        memory = self.dropout(memory)
+        h, c = final if self.is_lstm else (final, None)
+        return EncoderOutput(
+            memory=memory,
+            keys=self.attention.precompute(memory),
+            src_mask=src_mask,
+            final=self._bridge(h, self.bridge_h if self.cfg.bridge else None),
+            final_cell=None if c is None else self._bridge(c, self.bridge_c if self.cfg.bridge else None, tanh=False),
+        )
+
+    def _bridge(self, states: torch.Tensor, layer: nn.Module | None, tanh: bool = True) -> tuple[torch.Tensor, ...]:
+        """Encoder final states (L*dirs, B, H/dirs) -> one (B, H) initial state per decoder layer."""
+        directions = 2 if self.cfg.bidirectional else 1
+        L, B = self.cfg.encoder_layers, states.size(1)
+        states = states.view(L, directions, B, -1).transpose(1, 2).reshape(L, B, -1)  # (L, B, H)
+        D = self.cfg.decoder_layers
+        layers = list(states[L - D:]) if L >= D else list(states) + [states[-1]] * (D - L)  # top layers meet
+        if layer is not None:
+            layers = [torch.tanh(layer(s)) if tanh else layer(s) for s in layers]
+        return tuple(layers)
+
+    # ---- decoder -------------------------------------------------------------------------
+    def init_state(self, enc: EncoderOutput) -> RNNState:
+        B, H = enc.memory.size(0), self.cfg.hidden
+        return RNNState(
+            hidden=enc.final,
+            cell=enc.final_cell,
+            feed=enc.memory.new_zeros(B, H),
+        )
+
+    def _step(self, emb_gates: torch.Tensor, enc: EncoderOutput, state: RNNState) -> tuple[torch.Tensor, RNNState]:
+        """One decoder step from the projected target embedding.
+
+        Shape: emb_gates (B, G*H) -> attentional output (B, H), new state
+        """
+        E = self.cfg.embed_dim
+        hiddens, cells = [], []
+        x = None
+        for layer, cell in enumerate(self.cells):
+            if layer == 0:
+                gates = emb_gates
+                if self.cfg.input_feeding:
+                    gates = gates + cell.project(state.feed, slice(E, None), bias=False)
+            else:
+                gates = cell.project(self.dropout(x))
+            c_prev = state.cell[layer] if state.cell is not None else None
+            x, c = cell(gates, state.hidden[layer], c_prev)
+            hiddens.append(x)
+            cells.append(c)
+        context, weights = self.attention(x, enc.keys, enc.memory, enc.src_mask)
+        out = self.dropout(torch.tanh(self.combine(torch.cat([context, x], dim=1))))  # (B, H)
+        new_state = RNNState(tuple(hiddens), tuple(cells) if self.is_lstm else None, out, weights)
+        return out, new_state
+
+    def _embed_gates(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Target embeddings projected into the first layer's gates. (...,) -> (..., G*H)."""
+        emb = self.dropout(self.tgt_embed(tokens))
+        return self.cells[0].project(emb, slice(0, self.cfg.embed_dim))
+
+    def log_probs(self, out: torch.Tensor) -> torch.Tensor:
+        """Attentional outputs -> log-probabilities. Shape: (..., H) -> (..., V)."""
+        return torch.log_softmax(self.output(out), dim=-1)
+
+    def decode_step(
+        self, prev_tokens: torch.Tensor, enc: EncoderOutput, state: RNNState
+    ) -> tuple[torch.Tensor, RNNState]:
+        """Feed one new token per row. Shape: prev_tokens (B,) -> log_probs (B, V), state."""
+        out, state = self._step(self._embed_gates(prev_tokens), enc, state)
+        return self.log_probs(out), state
+
+    def forward(
+        self, src: torch.Tensor, src_mask: torch.Tensor, src_lengths: torch.Tensor, tgt_in: torch.Tensor
+    ) -> torch.Tensor:
+        """Teacher-forced pass. Shape: src (B, S), tgt_in (B, T) -> log_probs (B, T, V)."""
+        enc = self.encode(src, src_mask, src_lengths)
+        state = self.init_state(enc)
+        gates = self._embed_gates(tgt_in)  # (B, T, G*H), all steps in one product
+        outs = []
+        for t in range(tgt_in.size(1)):
+            out, state = self._step(gates[:, t], enc, state)
+            outs.append(out)
+        return self.log_probs(torch.stack(outs, dim=1))  # (B, T, V)

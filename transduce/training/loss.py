@@ -1,0 +1,22 @@
+"""Cross entropy over real (non-pad) target tokens, with label smoothing."""
+from __future__ import annotations
+
+import torch
+
+
+def label_smoothed_nll(
+    log_probs: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, smoothing: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed smoothed loss and summed plain NLL over the positions where mask is True.
+
+    Smoothing spreads `smoothing` of the target mass uniformly over the vocabulary.
+    Shape: log_probs (B, T, V), target (B, T), mask (B, T) -> two scalars
+    """
+    lp = log_probs[mask]  # (N, V): padded positions never reach the loss
+    gold = target[mask]  # (N,)
+    nll = -lp.gather(1, gold.unsqueeze(1)).squeeze(1)  # (N,)
+    if smoothing > 0:
+        loss = (1.0 - smoothing) * nll - smoothing * lp.mean(dim=1)
+    else:
+        loss = nll
+    return loss.sum(), nll.sum()
