@@ -21,39 +21,52 @@ from transduce.models.state import EncoderOutput, RNNState
 
 
 class RecurrentCell(nn.Module):
-    """One LSTM or GRU layer run a step at a time, its input projection done by the caller.
+    """One LSTM or GRU layer run a step at a time.
 
-    Splitting the input projection out lets the decoder project all teacher-forced target
-    embeddings in one matrix product before the time loop.
+    The first `pre_size` input columns are projected by the caller ahead of the time loop
+    (`project_ahead`: all teacher-forced target embeddings in one matrix product); the rest
+    of the input is given at each step. An LSTM step is then one fused product of
+    [step input; h] with the stacked weights.
     """
 
-    def __init__(self, kind: str, input_size: int, hidden: int) -> None:
+    def __init__(self, kind: str, input_size: int, hidden: int, pre_size: int = 0) -> None:
         super().__init__()
-        self.kind = kind
-        self.hidden = hidden
-        gates = 4 if kind == "lstm" else 3
-        self.weight_ih = nn.Parameter(torch.empty(gates * hidden, input_size))
-        self.weight_hh = nn.Parameter(torch.empty(gates * hidden, hidden))
-        self.bias_ih = nn.Parameter(torch.empty(gates * hidden))
-        self.bias_hh = nn.Parameter(torch.empty(gates * hidden))
+        self.kind, self.hidden, self.pre_size = kind, hidden, pre_size
+        if kind == "lstm":
+            self.weight = nn.Parameter(torch.empty(4 * hidden, input_size + hidden))  # [W_ih | W_hh]
+            self.bias = nn.Parameter(torch.empty(4 * hidden))
+        else:
+            self.weight_ih = nn.Parameter(torch.empty(3 * hidden, input_size))
+            self.weight_hh = nn.Parameter(torch.empty(3 * hidden, hidden))
+            self.bias_ih = nn.Parameter(torch.empty(3 * hidden))
+            self.bias_hh = nn.Parameter(torch.empty(3 * hidden))
         bound = 1.0 / math.sqrt(hidden)
         for p in self.parameters():
             nn.init.uniform_(p, -bound, bound)
 
-    def project(self, x: torch.Tensor, columns: slice = slice(None), bias: bool = True) -> torch.Tensor:
-        """Input contribution to the gates. Shape: (..., I') -> (..., G*H)."""
-        return F.linear(x, self.weight_ih[:, columns], self.bias_ih if bias else None)
+    def project_ahead(self, x: torch.Tensor) -> torch.Tensor:
+        """Gate contribution (with bias) of the first `pre_size` input columns. (..., P) -> (..., G*H)."""
+        if self.kind == "lstm":
+            return F.linear(x, self.weight[:, : self.pre_size], self.bias)
+        return F.linear(x, self.weight_ih[:, : self.pre_size], self.bias_ih)
 
     def forward(
-        self, gates_in: torch.Tensor, h: torch.Tensor, c: torch.Tensor | None
+        self, pre: torch.Tensor | None, x: torch.Tensor | None, h: torch.Tensor, c: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """One step. Shape: gates_in (B, G*H), h (B, H), c (B, H) or None -> h', c'."""
-        gates_h = torch.addmm(self.bias_hh, h, self.weight_hh.t())  # (B, G*H)
+        """One step. Shape: pre (B, G*H) or None, x (B, I - pre_size) or None, h, c (B, H) -> h', c'."""
         if self.kind == "lstm":
-            i, f, g, o = (gates_in + gates_h).chunk(4, dim=1)
+            step_in = h if x is None else torch.cat([x, h], dim=1)  # (B, I' + H)
+            weight = self.weight[:, self.pre_size:]
+            gates = torch.addmm(self.bias if pre is None else pre, step_in, weight.t())  # (B, 4H)
+            i, f, g, o = gates.chunk(4, dim=1)
             c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
             return torch.sigmoid(o) * torch.tanh(c), c
-        xr, xz, xn = gates_in.chunk(3, dim=1)
+        gates_x = pre
+        if x is not None:
+            weight = self.weight_ih[:, self.pre_size:]
+            gates_x = torch.addmm(self.bias_ih if pre is None else pre, x, weight.t())  # (B, 3H)
+        gates_h = torch.addmm(self.bias_hh, h, self.weight_hh.t())  # (B, 3H)
+        xr, xz, xn = gates_x.chunk(3, dim=1)
         hr, hz, hn = gates_h.chunk(3, dim=1)
         r = torch.sigmoid(xr + hr)
         z = torch.sigmoid(xz + hz)
@@ -87,7 +100,8 @@ class RNNSeq2Seq(nn.Module):
             self.bridge_c = nn.Linear(H, H) if self.is_lstm else None
         feed_size = H if cfg.input_feeding else 0
         self.cells = nn.ModuleList(
-            RecurrentCell(cfg.arch, (E + feed_size) if layer == 0 else H, H) for layer in range(cfg.decoder_layers)
+            RecurrentCell(cfg.arch, E + feed_size, H, pre_size=E) if layer == 0 else RecurrentCell(cfg.arch, H, H)
+            for layer in range(cfg.decoder_layers)
         )
         self.attention = Attention(cfg.attention, H)
         self.combine = nn.Linear(2 * H, H, bias=False)  # Luong's W_c [context; h]
@@ -145,18 +159,15 @@ class RNNSeq2Seq(nn.Module):
 
         Shape: emb_gates (B, G*H) -> attentional output (B, H), new state
         """
-        E = self.cfg.embed_dim
         hiddens, cells = [], []
         x = None
         for layer, cell in enumerate(self.cells):
-            if layer == 0:
-                gates = emb_gates
-                if self.cfg.input_feeding:
-                    gates = gates + cell.project(state.feed, slice(E, None), bias=False)
-            else:
-                gates = cell.project(self.dropout(x))
             c_prev = state.cell[layer] if state.cell is not None else None
-            x, c = cell(gates, state.hidden[layer], c_prev)
+            if layer == 0:
+                feed = state.feed if self.cfg.input_feeding else None
+                x, c = cell(emb_gates, feed, state.hidden[0], c_prev)
+            else:
+                x, c = cell(None, self.dropout(x), state.hidden[layer], c_prev)
             hiddens.append(x)
             cells.append(c)
         context, weights = self.attention(x, enc.keys, enc.memory, enc.src_mask)
@@ -166,8 +177,7 @@ class RNNSeq2Seq(nn.Module):
 
     def _embed_gates(self, tokens: torch.Tensor) -> torch.Tensor:
         """Target embeddings projected into the first layer's gates. (...,) -> (..., G*H)."""
-        emb = self.dropout(self.tgt_embed(tokens))
-        return self.cells[0].project(emb, slice(0, self.cfg.embed_dim))
+        return self.cells[0].project_ahead(self.dropout(self.tgt_embed(tokens)))
 
     def log_probs(self, out: torch.Tensor) -> torch.Tensor:
         """Attentional outputs -> log-probabilities. Shape: (..., H) -> (..., V)."""
@@ -181,9 +191,14 @@ class RNNSeq2Seq(nn.Module):
         return self.log_probs(out), state
 
     def forward(
-        self, src: torch.Tensor, src_mask: torch.Tensor, src_lengths: torch.Tensor, tgt_in: torch.Tensor
+        self, src: torch.Tensor, src_mask: torch.Tensor, src_lengths: torch.Tensor, tgt_in: torch.Tensor,
+        tgt_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Teacher-forced pass. Shape: src (B, S), tgt_in (B, T) -> log_probs (B, T, V)."""
+        """Teacher-forced pass.
+
+        Shape: src (B, S), tgt_in (B, T) -> log_probs (B, T, V); with tgt_mask (B, T) only the
+        N real positions are projected onto the vocabulary: (N, V).
+        """
         enc = self.encode(src, src_mask, src_lengths)
         state = self.init_state(enc)
         gates = self._embed_gates(tgt_in)  # (B, T, G*H), all steps in one product
@@ -191,4 +206,5 @@ class RNNSeq2Seq(nn.Module):
         for t in range(tgt_in.size(1)):
             out, state = self._step(gates[:, t], enc, state)
             outs.append(out)
-        return self.log_probs(torch.stack(outs, dim=1))  # (B, T, V)
+        outs = torch.stack(outs, dim=1)  # (B, T, H)
+        return self.log_probs(outs if tgt_mask is None else outs[tgt_mask])

@@ -10,9 +10,10 @@ def label_smoothed_nll(
     """Summed smoothed loss and summed plain NLL over the positions where mask is True.
 
     Smoothing spreads `smoothing` of the target mass uniformly over the vocabulary.
-    Shape: log_probs (B, T, V), target (B, T), mask (B, T) -> two scalars
+    Shape: log_probs (B, T, V), or (N, V) already restricted to the mask; target, mask (B, T)
+        -> two scalars
     """
-    lp = log_probs[mask]  # (N, V): padded positions never reach the loss
+    lp = log_probs[mask] if log_probs.dim() == 3 else log_probs  # (N, V): pads never reach the loss
     gold = target[mask]  # (N,)
     nll = -lp.gather(1, gold.unsqueeze(1)).squeeze(1)  # (N,)
     if smoothing > 0:

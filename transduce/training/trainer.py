@@ -112,7 +112,7 @@ class Trainer:
         loss_sum = nll_sum = 0.0
         for batch in batches:
             batch = batch.to(self.device)
-            log_probs = self.model(batch.src, batch.src_mask, batch.src_lengths, batch.tgt_in)  # (B, T, V)
+            log_probs = self.model(batch.src, batch.src_mask, batch.src_lengths, batch.tgt_in, batch.tgt_mask)  # (N, V)
             loss, nll = label_smoothed_nll(log_probs, batch.tgt_out, batch.tgt_mask, self.config.train.label_smoothing)
             (loss / tokens).backward()
             loss_sum += float(loss.detach())
