@@ -1,0 +1,342 @@
+"""Greedy and beam search checked exactly: a stub decoder with hand-set probabilities, an
+exhaustive enumeration under a real model, and agreement between batch and single decoding."""
+import functools
+import itertools
+import math
+
+import pytest
+import torch
+
+from transduce.config import ModelConfig
+from transduce.constants import BOS, EOS, PAD, UNK
+from transduce.decoding.beam import beam_search
+from transduce.decoding.greedy import greedy_search
+from transduce.decoding.scoring import forbid_specials, force_eos, max_lengths, normalise
+from transduce.models.rnn import RNNSeq2Seq
+
+A, B_ = 4, 5  # the two real target tokens of the stub vocabulary
+V = 6
+ln = math.log
+
+# ---- a decoder with hand-set probabilities ------------------------------------------------
+# Each table maps a generated prefix (BOS excluded) to {token: probability}; a prefix missing
+# from the table gets DEFAULT. Probabilities are looked up, never renormalised, so the scores
+# search reports are sums of exactly these logarithms.
+DEFAULT = {EOS: 0.7, A: 0.12, B_: 0.1, UNK: 0.08}
+
+# greedy takes "a" (0.5 > 0.4), but "b" then ends with 0.9: beam finds the better "b".
+LOCAL_TRAP = {
+    (): {A: 0.5, B_: 0.4, EOS: 0.06, UNK: 0.04},
+    (A,): {EOS: 0.35, A: 0.3, B_: 0.25, UNK: 0.1},
+    (B_,): {EOS: 0.9, A: 0.04, B_: 0.03, UNK: 0.03},
+}
+
+# "a" keeps being likely and EOS unlikely: only the length cap ends the sentence.
+CAPPED = {
+    (): {A: 0.9, B_: 0.05, EOS: 0.03, UNK: 0.02},
+    (A,): {A: 0.9, B_: 0.05, EOS: 0.03, UNK: 0.02},
+    (A, A): {A: 0.9, B_: 0.05, EOS: 0.03, UNK: 0.02},
+}
+
+# the empty output is the most probable, but "a a" is better per token.
+LENGTH_NORM = {
+    (): {EOS: 0.4, A: 0.35, B_: 0.15, UNK: 0.1},
+    (A,): {A: 0.6, B_: 0.35, EOS: 0.03, UNK: 0.02},
+    (A, A): {EOS: 0.9, A: 0.05, B_: 0.03, UNK: 0.02},
+}
+
+# PAD and BOS get most of the mass; search must never emit them.
+SPECIALS = {
+    (): {PAD: 0.3, BOS: 0.3, A: 0.2, EOS: 0.1, UNK: 0.08},
+    (A,): {BOS: 0.6, EOS: 0.3, A: 0.1},
+}
+
+TABLES = [LOCAL_TRAP, CAPPED, LENGTH_NORM, SPECIALS]
+
+
+class StubEncoding:
+    def __init__(self, case: torch.Tensor) -> None:
+        self.case = case  # (B,) which table each row reads
+
+    def select(self, indices: torch.Tensor) -> "StubEncoding":
+        return StubEncoding(self.case[indices])
+
+
+class StubState:
+    def __init__(self, prefix: torch.Tensor) -> None:
+        self.prefix = prefix  # (B, t) tokens fed so far, BOS first
+
+    def select(self, indices: torch.Tensor) -> "StubState":
+        return StubState(self.prefix[indices])
+
+
+class StubDecoder:
+    """The Seq2Seq protocol over lookup tables: the source's first token picks the table."""
+
+    def __init__(self, tables: list[dict]) -> None:
+        self.tables = tables
+        self.steps = 0
+
+    def encode(self, src, src_mask, src_lengths):
+        return StubEncoding(src[:, 0].clone())
+
+    def init_state(self, enc):
+        return StubState(torch.empty((enc.case.size(0), 0), dtype=torch.long))
+
+    def decode_step(self, prev_tokens, enc, state):
+        prefix = torch.cat([state.prefix, prev_tokens.unsqueeze(1)], dim=1)  # (B, t+1)
+        assert prefix[:, 0].eq(BOS).all()  # rows of dead beams (score -inf) may feed anything after
+        log_probs = torch.full((prefix.size(0), V), float("-inf"))
+        for row, (case, tokens) in enumerate(zip(enc.case.tolist(), prefix[:, 1:].tolist())):
+            for token, p in self.tables[case].get(tuple(tokens), DEFAULT).items():
+                log_probs[row, token] = ln(p)
+        self.steps += 1
+        return log_probs, StubState(prefix)
+
+
+def stub_batch(cases: list[int], caps: list[int]):
+    """Sources of one token naming the table, and their caps."""
+    src = torch.tensor(cases).unsqueeze(1)  # (B, 1)
+    return src, torch.ones_like(src, dtype=torch.bool), torch.ones(len(cases), dtype=torch.long), torch.tensor(caps)
+
+
+def check(hyps, expected, penalty="avg"):
+    """expected: (tokens, log-probability) best first."""
+    assert [h.tokens for h in hyps] == [tokens for tokens, _ in expected]
+    for hyp, (tokens, log_prob) in zip(hyps, expected):
+        assert hyp.log_prob == pytest.approx(log_prob, abs=1e-6)
+        expected_score = log_prob / (len(tokens) + 1) if penalty == "avg" else log_prob  # EOS counts
+        assert hyp.score == pytest.approx(expected_score, abs=1e-6)
+
+
+def test_stub_beam_escapes_the_local_trap_that_greedy_falls_into():
+    batch = stub_batch([0], [10])
+    greedy = greedy_search(StubDecoder(TABLES), *batch)
+    check(greedy, [([A], ln(0.5) + ln(0.35))])
+    # step 0 keeps a, b; at step 1 the two best extensions both end (b EOS 0.36, a EOS 0.175),
+    # so beam 2 holds 2 finished hypotheses and stops
+    beam = beam_search(StubDecoder(TABLES), *batch, beam=2, nbest=2)[0]
+    check(beam, [([B_], ln(0.4) + ln(0.9)), ([A], ln(0.5) + ln(0.35))])
+    assert beam[0].score > greedy[0].score
+
+
+def test_stub_length_cap_forces_eos_with_its_own_probability():
+    batch = stub_batch([1], [2])
+    check(greedy_search(StubDecoder(TABLES), *batch), [([A, A], ln(0.9) + ln(0.9) + ln(0.03))])
+    # step 0 keeps a, b; step 1 keeps a a (0.81), a b (0.045); step 2 is at the cap: both end
+    check(
+        beam_search(StubDecoder(TABLES), *batch, beam=2, nbest=2)[0],
+        [([A, B_], ln(0.9) + ln(0.05) + ln(0.7)), ([A, A], ln(0.9) + ln(0.9) + ln(0.03))],
+    )
+
+
+def test_stub_cap_zero_gives_the_empty_output():
+    batch = stub_batch([1], [0])
+    check(greedy_search(StubDecoder(TABLES), *batch), [([], ln(0.03))])
+    check(beam_search(StubDecoder(TABLES), *batch, beam=3, nbest=3)[0], [([], ln(0.03))])
+
+
+def test_stub_length_normalisation_lets_a_longer_hypothesis_win():
+    batch = stub_batch([2], [10])
+    # step 0 ends [] (0.4) and keeps a, b; step 1 keeps a a (0.21), a b (0.1225) over b EOS (0.105);
+    # step 2 ends a a (0.189) and a b (0.08575): three finished, search stops
+    empty, aa, ab = ([], ln(0.4)), ([A, A], ln(0.35) + ln(0.6) + ln(0.9)), ([A, B_], ln(0.35) + ln(0.35) + ln(0.7))
+    check(beam_search(StubDecoder(TABLES), *batch, beam=2, nbest=3)[0], [aa, ab, empty], "avg")
+    check(beam_search(StubDecoder(TABLES), *batch, beam=2, nbest=3, length_penalty="none")[0],
+          [empty, aa, ab], "none")
+    check(beam_search(StubDecoder(TABLES), *batch, beam=2, nbest=1)[0], [aa], "avg")
+    check(greedy_search(StubDecoder(TABLES), *batch), [empty])
+
+
+def test_stub_never_emits_pad_or_bos():
+    batch = stub_batch([3], [10])
+    check(greedy_search(StubDecoder(TABLES), *batch), [([A], ln(0.2) + ln(0.3))])
+    # step 0 ends [] (0.1), keeps a, unk; step 1 ends a (0.06) and unk (0.056): three finished
+    check(
+        beam_search(StubDecoder(TABLES), *batch, beam=2, nbest=3)[0],
+        [([A], ln(0.2) + ln(0.3)), ([UNK], ln(0.08) + ln(0.7)), ([], ln(0.1))],
+    )
+
+
+def test_stub_batch_equals_one_sentence_at_a_time():
+    cases, caps = [0, 1, 2, 3, 1, 2], [10, 2, 10, 10, 5, 1]
+    batch = stub_batch(cases, caps)
+    greedy = greedy_search(StubDecoder(TABLES), *batch)
+    beams = beam_search(StubDecoder(TABLES), *batch, beam=3, nbest=3)
+    for i, (case, cap) in enumerate(zip(cases, caps)):
+        single = stub_batch([case], [cap])
+        assert greedy[i] == greedy_search(StubDecoder(TABLES), *single)[0]
+        assert beams[i] == beam_search(StubDecoder(TABLES), *single, beam=3, nbest=3)[0]
+
+
+# ---- a real model -------------------------------------------------------------------------
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models gain nothing from threads, and shared cores make several threads slow."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@functools.lru_cache(maxsize=None)
+def copy_model(arch: str = "lstm", attention: str = "general", vocab: int = V, steps: int = 40) -> RNNSeq2Seq:
+    """A seeded model after a few updates on copying strings over the real tokens.
+
+    Partly trained, its distributions are far from uniform and it ends outputs at varied lengths.
+    """
+    torch.manual_seed(0)
+    cfg = ModelConfig(
+        arch=arch, embed_dim=16, hidden=16, encoder_layers=1, decoder_layers=2, attention=attention, dropout=0.0
+    )
+    model = RNNSeq2Seq(cfg, vocab, vocab)
+    gen = torch.Generator().manual_seed(1)
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    n, S = 16, 4
+    for _ in range(steps):
+        lengths = torch.randint(1, S + 1, (n,), generator=gen)
+        src = torch.randint(4, vocab, (n, S), generator=gen) * (torch.arange(S) < lengths.unsqueeze(1))  # (n, S)
+        tgt_in = torch.cat([torch.full((n, 1), BOS), src], dim=1)  # (n, S+1)
+        tgt_out = torch.cat([src, torch.zeros(n, 1, dtype=torch.long)], dim=1)
+        tgt_out[torch.arange(n), lengths] = EOS
+        log_probs = model(src, src != PAD, lengths, tgt_in)  # (n, S+1, V)
+        loss = torch.nn.functional.nll_loss(log_probs.reshape(-1, vocab), tgt_out.view(-1), ignore_index=PAD)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model.eval()
+
+
+def pad(sources: list[list[int]]):
+    """Right-padded batch, mask and lengths."""
+    S = max(len(s) for s in sources)
+    src = torch.tensor([s + [PAD] * (S - len(s)) for s in sources])  # (B, S)
+    return src, src != PAD, torch.tensor([len(s) for s in sources])
+
+
+@torch.inference_mode()
+def score_all(model, source: list[int], outputs: list[tuple[int, ...]]) -> list[float]:
+    """Model log-probability of each output followed by EOS, one decode_step per token."""
+    src, mask, lengths = pad([source])
+    n = len(outputs)
+    enc = model.encode(src, mask, lengths).select(torch.zeros(n, dtype=torch.long))
+    state = model.init_state(enc)
+    T = max(len(o) for o in outputs) + 1
+    targets = torch.tensor([list(o) + [EOS] + [PAD] * (T - 1 - len(o)) for o in outputs])  # (n, T)
+    prev = torch.full((n,), BOS)
+    total = torch.zeros(n, dtype=torch.float64)
+    for t in range(T):
+        log_probs, state = model.decode_step(prev, enc, state)  # (n, V)
+        step = log_probs.gather(1, targets[:, t : t + 1]).squeeze(1).double()
+        total += step.masked_fill(targets[:, t] == PAD, 0.0)
+        prev = targets[:, t]
+    return total.tolist()
+
+
+SOURCES = [[4], [5, 4], [4, 4, 5], [5, 5, 4], [4, 5, 4, 5, 5]]
+
+
+def test_beam_equals_exhaustive_enumeration_under_a_real_model():
+    model = copy_model()
+    cap = 4
+    outputs = [o for n in range(cap + 1) for o in itertools.product([UNK, A, B_], repeat=n)]  # 121
+    src, mask, lengths = pad(SOURCES)
+    # 128 beams hold every live prefix (at most 3^4 = 81) and every candidate of a step (at most
+    # 27 x 4 = 108) among the first K, and search never holds K finished hypotheses (121 < 128)
+    beams = beam_search(model, src, mask, lengths, torch.full((len(SOURCES),), cap), beam=128, nbest=128)
+    winners = set()
+    for source, hyps in zip(SOURCES, beams):
+        log_probs = score_all(model, source, outputs)
+        exhaustive = {o: lp / (len(o) + 1) for o, lp in zip(outputs, log_probs)}
+        found = {tuple(h.tokens): h for h in hyps}
+        assert found.keys() == exhaustive.keys()  # every output of length <= 4 was finished
+        for o, log_prob in zip(outputs, log_probs):
+            assert found[o].log_prob == pytest.approx(log_prob, abs=1e-5)
+            assert found[o].score == pytest.approx(exhaustive[o], abs=1e-5)
+        best = max(exhaustive, key=exhaustive.get)
+        assert tuple(hyps[0].tokens) == best
+        assert [h.score for h in hyps] == sorted((h.score for h in hyps), reverse=True)
+        winners.add(best)
+    assert len(winners) > 1  # the model's best output depends on the source
+
+
+@pytest.mark.parametrize("arch", ["lstm", "gru"])
+@pytest.mark.parametrize("attention", ["dot", "general", "bahdanau"])
+def test_greedy_equals_beam_one(arch, attention):
+    model = copy_model(arch, attention, vocab=12)
+    gen = torch.Generator().manual_seed(5)
+    sources = [torch.randint(4, 12, (n,), generator=gen).tolist() for n in (5, 1, 8, 3, 6)]
+    src, mask, lengths = pad(sources)
+    caps = torch.tensor([9, 4, 12, 6, 10])
+    greedy = greedy_search(model, src, mask, lengths, caps)
+    beam = beam_search(model, src, mask, lengths, caps, beam=1)
+    for g, (b,) in zip(greedy, beam):
+        assert g.tokens == b.tokens
+        assert g.log_prob == pytest.approx(b.log_prob, abs=1e-4)
+        assert g.score == pytest.approx(b.score, abs=1e-4)
+    assert len({len(g.tokens) for g in greedy}) > 1  # some sentences end before their cap
+
+
+@pytest.mark.parametrize("arch", ["lstm", "gru"])
+def test_batch_with_padding_equals_one_sentence_at_a_time(arch):
+    model = copy_model(arch, "bahdanau" if arch == "gru" else "general", vocab=12)
+    gen = torch.Generator().manual_seed(9)
+    sources = [torch.randint(4, 12, (n,), generator=gen).tolist() for n in (3, 7, 1, 5, 2)]
+    src, mask, lengths = pad(sources)
+    caps = torch.tensor([6, 10, 3, 8, 5])
+    greedy = greedy_search(model, src, mask, lengths, caps)
+    beams = beam_search(model, src, mask, lengths, caps, beam=5, nbest=5)
+    for i, source in enumerate(sources):
+        one = pad([source]) + (caps[i : i + 1],)
+        g = greedy_search(model, *one)[0]
+        assert greedy[i].tokens == g.tokens and greedy[i].score == pytest.approx(g.score, abs=1e-5)
+        single = beam_search(model, *one, beam=5, nbest=5)[0]
+        assert [h.tokens for h in beams[i]] == [h.tokens for h in single]
+        assert [h.score for h in beams[i]] == pytest.approx([h.score for h in single], abs=1e-5)
+        assert len(single) == 5
+
+
+# ---- scoring pieces -----------------------------------------------------------------------
+def test_max_lengths_absolute_and_ratio():
+    lengths = torch.tensor([1, 4, 10, 100])
+    assert max_lengths(lengths, 50, None).tolist() == [50, 50, 50, 50]
+    assert max_lengths(lengths, 50, 1.5).tolist() == [2, 6, 15, 50]  # ceil(1.5 x n), at most 50
+    assert max_lengths(lengths, 50, 0.1).tolist() == [1, 1, 1, 10]  # at least 1
+    assert max_lengths(lengths, 50, 1.5).dtype == torch.long
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="max_lengths rounds up float error: ceil(1.1 * 50) is computed as ceil(55.00000000000001) = 56",
+)
+def test_max_lengths_ratio_is_exact_for_whole_products():
+    assert max_lengths(torch.tensor([50, 100]), 200, 1.1).tolist() == [55, 110]
+
+
+def test_forbid_specials_sets_pad_and_bos_to_minus_inf_only():
+    log_probs = torch.log_softmax(torch.randn(3, V), dim=-1)
+    expected = log_probs.clone()
+    out = forbid_specials(log_probs)
+    assert out is log_probs  # in place
+    assert torch.isneginf(out[:, [PAD, BOS]]).all()
+    keep = [UNK, EOS, A, B_]
+    assert torch.equal(out[:, keep], expected[:, keep])
+
+
+def test_force_eos_leaves_only_eos_on_the_given_rows():
+    log_probs = torch.log_softmax(torch.randn(4, V), dim=-1)
+    expected = log_probs.clone()
+    rows = torch.tensor([True, False, True, False])
+    out = force_eos(log_probs, rows)
+    assert torch.equal(out[~rows], expected[~rows])
+    assert torch.equal(out[rows, EOS], expected[rows, EOS])  # EOS keeps its own probability
+    others = [t for t in range(V) if t != EOS]
+    assert torch.isneginf(out[rows][:, others]).all()
+    untouched = expected.clone()
+    assert torch.equal(force_eos(untouched, torch.zeros(4, dtype=torch.bool)), expected)
+
+
+def test_normalise():
+    assert normalise(-6.0, 3, "avg") == pytest.approx(-2.0)
+    assert normalise(-6.0, 3, "none") == pytest.approx(-6.0)
+    assert normalise(-6.0, 0, "avg") == pytest.approx(-6.0)
