@@ -143,6 +143,7 @@ class DecodeConfig:
     beam: int = 5
     max_length: int = 200  # generated tokens, end-of-sentence excluded
     max_length_ratio: float | None = None  # also cap at ceil(ratio x source length)
+    min_length: int = 0  # generated tokens before EOS is allowed
     length_penalty: str = "avg"  # avg (score / length) | none
     batch_size: int = 64  # sentences per decode batch
 
@@ -150,6 +151,7 @@ class DecodeConfig:
         _check_positive("decode.beam", self.beam)
         _check_positive("decode.max_length", self.max_length)
         _check_positive("decode.batch_size", self.batch_size)
+        _check_positive("decode.min_length", self.min_length, allow_zero=True)
         _check_choice("decode.length_penalty", self.length_penalty, ("avg", "none"))
         if self.max_length_ratio is not None:
             _check_positive("decode.max_length_ratio", self.max_length_ratio)

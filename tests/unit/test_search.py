@@ -11,7 +11,7 @@ from transduce.config import ModelConfig
 from transduce.constants import BOS, EOS, PAD, UNK
 from transduce.decoding.beam import beam_search
 from transduce.decoding.greedy import greedy_search
-from transduce.decoding.scoring import forbid_specials, force_eos, max_lengths, normalise
+from transduce.decoding.scoring import constrain, max_lengths, normalise
 from transduce.models.rnn import RNNSeq2Seq
 
 A, B_ = 4, 5  # the two real target tokens of the stub vocabulary
@@ -305,35 +305,50 @@ def test_max_lengths_absolute_and_ratio():
     assert max_lengths(lengths, 50, 1.5).dtype == torch.long
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="max_lengths rounds up float error: ceil(1.1 * 50) is computed as ceil(55.00000000000001) = 56",
-)
 def test_max_lengths_ratio_is_exact_for_whole_products():
     assert max_lengths(torch.tensor([50, 100]), 200, 1.1).tolist() == [55, 110]
 
 
-def test_forbid_specials_sets_pad_and_bos_to_minus_inf_only():
+def test_constrain_sets_pad_and_bos_to_minus_inf_only():
     log_probs = torch.log_softmax(torch.randn(3, V), dim=-1)
     expected = log_probs.clone()
-    out = forbid_specials(log_probs)
+    out = constrain(log_probs, 0, 0, torch.zeros(3, dtype=torch.bool))
     assert out is log_probs  # in place
     assert torch.isneginf(out[:, [PAD, BOS]]).all()
     keep = [UNK, EOS, A, B_]
     assert torch.equal(out[:, keep], expected[:, keep])
 
 
-def test_force_eos_leaves_only_eos_on_the_given_rows():
+def test_constrain_leaves_only_eos_on_rows_at_their_cap():
     log_probs = torch.log_softmax(torch.randn(4, V), dim=-1)
     expected = log_probs.clone()
     rows = torch.tensor([True, False, True, False])
-    out = force_eos(log_probs, rows)
-    assert torch.equal(out[~rows], expected[~rows])
+    out = constrain(log_probs, 5, 0, rows)
+    assert torch.equal(out[~rows][:, [UNK, EOS, A, B_]], expected[~rows][:, [UNK, EOS, A, B_]])
     assert torch.equal(out[rows, EOS], expected[rows, EOS])  # EOS keeps its own probability
     others = [t for t in range(V) if t != EOS]
     assert torch.isneginf(out[rows][:, others]).all()
-    untouched = expected.clone()
-    assert torch.equal(force_eos(untouched, torch.zeros(4, dtype=torch.bool)), expected)
+
+
+def test_constrain_forbids_eos_before_min_length_but_the_cap_wins():
+    log_probs = torch.log_softmax(torch.randn(2, V), dim=-1)
+    expected = log_probs.clone()
+    at_cap = torch.tensor([True, False])
+    out = constrain(log_probs, 2, 3, at_cap)
+    assert torch.isneginf(out[1, EOS])  # before min_length: no EOS
+    assert torch.equal(out[0, EOS], expected[0, EOS])  # at its cap the row must end anyway
+    assert torch.isfinite(out[1, [UNK, A, B_]]).all()
+
+
+def test_min_length_longer_than_cap_still_ends_at_the_cap():
+    torch.manual_seed(3)
+    model = RNNSeq2Seq(ModelConfig(hidden=16, embed_dim=16, dropout=0.0), V, V).eval()
+    src = torch.tensor([[4, 5, 4]])
+    mask, lengths, caps = src.ne(PAD), torch.tensor([3]), torch.tensor([2])
+    greedy = greedy_search(model, src, mask, lengths, caps, min_length=5)
+    beam = beam_search(model, src, mask, lengths, caps, beam=3, min_length=5)
+    assert len(greedy[0].tokens) == 2
+    assert beam[0] and len(beam[0][0].tokens) == 2
 
 
 def test_normalise():

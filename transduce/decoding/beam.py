@@ -11,13 +11,13 @@ import torch
 
 from transduce.constants import BOS, EOS
 from transduce.decoding.results import Hypothesis
-from transduce.decoding.scoring import forbid_specials, force_eos, normalise
+from transduce.decoding.scoring import constrain, normalise
 
 
 @torch.inference_mode()
 def beam_search(
     model, src: torch.Tensor, src_mask: torch.Tensor, src_lengths: torch.Tensor, caps: torch.Tensor,
-    beam: int = 5, nbest: int = 1, length_penalty: str = "avg",
+    beam: int = 5, nbest: int = 1, length_penalty: str = "avg", min_length: int = 0,
 ) -> list[list[Hypothesis]]:
     """The `nbest` best hypotheses of each sentence, best first.
 
@@ -40,7 +40,7 @@ def beam_search(
         lp, state = model.decode_step(prev, enc, state)  # (n*K, V)
         V = lp.size(-1)
         at_cap = (live_caps <= t).repeat_interleave(K)
-        lp = force_eos(forbid_specials(lp.float()), at_cap)
+        lp = constrain(lp.float(), t, min_length, at_cap)
         candidates = (scores.unsqueeze(2) + lp.view(n, K, V)).view(n, K * V)
         top_scores, top_ids = candidates.topk(min(2 * K, K * V), dim=1)  # (n, 2K)
         top_beams, top_tokens = top_ids // V, top_ids % V

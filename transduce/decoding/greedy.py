@@ -5,13 +5,13 @@ import torch
 
 from transduce.constants import BOS, EOS
 from transduce.decoding.results import Hypothesis
-from transduce.decoding.scoring import forbid_specials, force_eos, normalise
+from transduce.decoding.scoring import constrain, normalise
 
 
 @torch.inference_mode()
 def greedy_search(
     model, src: torch.Tensor, src_mask: torch.Tensor, src_lengths: torch.Tensor, caps: torch.Tensor,
-    length_penalty: str = "avg",
+    length_penalty: str = "avg", min_length: int = 0,
 ) -> list[Hypothesis]:
     """Decode a batch; finished sentences leave the batch so later steps cost less.
 
@@ -30,7 +30,7 @@ def greedy_search(
     t = 0
     while True:
         lp, state = model.decode_step(prev, enc, state)  # (n, V)
-        lp = force_eos(forbid_specials(lp.float()), live_caps <= t)
+        lp = constrain(lp.float(), t, min_length, live_caps <= t)
         best, tok = lp.max(dim=-1)  # (n,)
         out[rows, t] = tok
         total[rows] += best.double()

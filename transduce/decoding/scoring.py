@@ -15,24 +15,27 @@ def max_lengths(src_lengths: torch.Tensor, max_length: int, max_length_ratio: fl
     """
     caps = torch.full_like(src_lengths, max_length)
     if max_length_ratio is not None:
-        ratio_caps = torch.tensor([max(1, math.ceil(max_length_ratio * int(n))) for n in src_lengths])
+        ratio_caps = torch.tensor([max(1, math.ceil(max_length_ratio * int(n) - 1e-9)) for n in src_lengths])
         caps = torch.minimum(caps, ratio_caps)
     return caps
 
 
-def forbid_specials(log_probs: torch.Tensor) -> torch.Tensor:
-    """PAD and BOS are never outputs: they get -inf, in place. Shape: (..., V)."""
-    log_probs[..., PAD] = float("-inf")
-    log_probs[..., BOS] = float("-inf")
-    return log_probs
+def constrain(log_probs: torch.Tensor, step: int, min_length: int, at_cap: torch.Tensor) -> torch.Tensor:
+    """Apply the rules every search shares, in place, and return `log_probs`.
 
-
-def force_eos(log_probs: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-    """Rows that reached their length cap may only end. Shape: log_probs (N, V), rows (N,) bool."""
-    if bool(rows.any()):
-        eos = log_probs[rows, EOS].clone()
-        log_probs[rows] = float("-inf")
-        log_probs[rows, EOS] = eos
+    PAD and BOS are never outputs; EOS is not allowed before `min_length` tokens; a row that
+    reached its length cap may only end (the cap wins over `min_length`).
+    Shape: log_probs (N, V), at_cap (N,) bool
+    """
+    log_probs[:, PAD] = float("-inf")
+    log_probs[:, BOS] = float("-inf")
+    capped = bool(at_cap.any())
+    eos = log_probs[at_cap, EOS].clone() if capped else None
+    if step < min_length:
+        log_probs[:, EOS] = float("-inf")
+    if capped:
+        log_probs[at_cap] = float("-inf")
+        log_probs[at_cap, EOS] = eos
     return log_probs
 
 

@@ -27,10 +27,11 @@ def decode_examples(
             caps = max_lengths(batch.src_lengths, cfg.max_length, cfg.max_length_ratio)
             if cfg.beam == 1 and nbest == 1:
                 hyps = [[h] for h in greedy_search(model, batch.src, batch.src_mask, batch.src_lengths, caps,
-                                                   cfg.length_penalty)]
+                                                   cfg.length_penalty, cfg.min_length)]
             else:
                 hyps = beam_search(model, batch.src, batch.src_mask, batch.src_lengths, caps,
-                                   beam=max(cfg.beam, nbest), nbest=nbest, length_penalty=cfg.length_penalty)
+                                   beam=max(cfg.beam, nbest), nbest=nbest, length_penalty=cfg.length_penalty,
+                                   min_length=cfg.min_length)
             for ex, h in zip(group, hyps):
                 results[position[id(ex)]] = h
     finally:

@@ -161,7 +161,8 @@ class Trainer:
                     loss = window["loss"] / window["tokens"]
                     last = {"step": self.step, "epoch": self.epoch, "loss": round(loss, 4),
                             "ppl": round(math.exp(min(window["nll"] / window["tokens"], 700)), 3),
-                            "lr": figures["lr"], "tgt_tok_per_s": round(window["tokens"] / elapsed, 1)}
+                            "lr": figures["lr"], "tgt_tok_per_s": round(window["tokens"] / elapsed, 1),
+                            "tgt_tokens": window["tokens"], "seconds": round(elapsed, 4)}
                     bar.set_postfix(loss=f"{loss:.3f}", lr=f"{figures['lr']:.2e}", tok_s=f"{last['tgt_tok_per_s']:.0f}")
                     self._write_log(log_file, last)
                     window = {"loss": 0.0, "nll": 0.0, "tokens": 0, "steps": 0, "start": time.perf_counter()}
