@@ -1,7 +1,7 @@
 """Attention RNN encoder-decoder (GRU or LSTM), Luong-style with input feeding.
 
-The encoder is torch's fused (optionally bidirectional, multi-layer) RNN over packed
-sequences. The decoder is written as explicit per-step cells so that training (teacher
+The encoder runs torch's fused RNN layers over the padded batch (`rnn_encoder`); decoder
+initial states come from the encoder's final states through a learned bridge. The decoder is written as explicit per-step cells so that training (teacher
 forcing) and decoding (one token at a time from an `RNNState`) run the very same step code:
 incremental decoding equals the full pass, and a step never looks at the prefix again.
 """
@@ -12,11 +12,11 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from transduce.config import ModelConfig
 from transduce.constants import PAD
 from transduce.models.attention import Attention
+from transduce.models.rnn_encoder import RNNEncoder
 from transduce.models.state import EncoderOutput, RNNState
 
 
@@ -89,12 +89,7 @@ class RNNSeq2Seq(nn.Module):
             self.tgt_embed = self.src_embed
         else:
             self.tgt_embed = nn.Embedding(tgt_vocab_size, E, padding_idx=PAD)
-        rnn_cls = nn.LSTM if self.is_lstm else nn.GRU
-        directions = 2 if cfg.bidirectional else 1
-        self.encoder_rnn = rnn_cls(
-            E, H // directions, num_layers=cfg.encoder_layers, bidirectional=cfg.bidirectional,
-            batch_first=True, dropout=cfg.dropout if cfg.encoder_layers > 1 else 0.0,
-        )
+        self.encoder = RNNEncoder(cfg.arch, E, H, cfg.encoder_layers, cfg.bidirectional, cfg.dropout)
         if cfg.bridge:
             self.bridge_h = nn.Linear(H, H)
             self.bridge_c = nn.Linear(H, H) if self.is_lstm else None
@@ -118,32 +113,21 @@ class RNNSeq2Seq(nn.Module):
     def encode(self, src: torch.Tensor, src_mask: torch.Tensor, src_lengths: torch.Tensor) -> EncoderOutput:
         """Run the encoder once per source.
 
-        Shape: src, src_mask (B, S); src_lengths (B,) on the CPU.
+        Shape: src, src_mask (B, S); src_lengths (B,)
         """
         emb = self.dropout(self.src_embed(src))  # (B, S, E)
-        packed = pack_padded_sequence(emb, src_lengths.cpu(), batch_first=True, enforce_sorted=False)
-        out, final = self.encoder_rnn(packed)
-        memory, _ = pad_packed_sequence(out, batch_first=True, total_length=src.size(1))  # (B, S, H)
-        memory = self.dropout(memory)
-        h, c = final if self.is_lstm else (final, None)
-        return EncoderOutput(
-            memory=memory,
-            keys=self.attention.precompute(memory),
-            src_mask=src_mask,
-            final=self._bridge(h, self.bridge_h if self.cfg.bridge else None),
-            final_cell=None if c is None else self._bridge(c, self.bridge_c if self.cfg.bridge else None, tanh=False),
-        )
-
-    def _bridge(self, states: torch.Tensor, layer: nn.Module | None, tanh: bool = True) -> tuple[torch.Tensor, ...]:
-        """Encoder final states (L*dirs, B, H/dirs) -> one (B, H) initial state per decoder layer."""
-        directions = 2 if self.cfg.bidirectional else 1
-        L, B = self.cfg.encoder_layers, states.size(1)
-        states = states.view(L, directions, B, -1).transpose(1, 2).reshape(L, B, -1)  # (L, B, H)
-        D = self.cfg.decoder_layers
-        layers = list(states[L - D:]) if L >= D else list(states) + [states[-1]] * (D - L)  # top layers meet
-        if layer is not None:
-            layers = [torch.tanh(layer(s)) if tanh else layer(s) for s in layers]
-        return tuple(layers)
+        memory, finals = self.encoder(emb, src_lengths)
+        memory = self.dropout(memory)  # (B, S, H)
+        D, L = self.cfg.decoder_layers, len(finals)
+        finals = finals[L - D:] if L >= D else finals + [finals[-1]] * (D - L)  # top layers meet
+        if self.cfg.bridge:
+            hidden = tuple(torch.tanh(self.bridge_h(f)) for f in finals)
+            cell = tuple(self.bridge_c(f) for f in finals) if self.is_lstm else None
+        else:
+            hidden = tuple(finals)
+            cell = tuple(torch.zeros_like(f) for f in finals) if self.is_lstm else None
+        return EncoderOutput(memory=memory, keys=self.attention.precompute(memory), src_mask=src_mask,
+                             final=hidden, final_cell=cell)
 
     # ---- decoder -------------------------------------------------------------------------
     def init_state(self, enc: EncoderOutput) -> RNNState:
