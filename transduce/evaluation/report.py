@@ -20,8 +20,8 @@ def score_outputs(hypotheses: Sequence[str], references: Sequence[str]) -> dict:
     }
 
 
-def evaluate(translator, pairs: Iterable[Pair], *, batch_tokens: int = 4096, **decode_options) -> dict:
-    """Full report for a model on pairs: metrics of its outputs and perplexity of the references."""
+def evaluate(translator, pairs: Iterable[Pair], *, batch_tokens: int = 4096, **decode_options) -> tuple[dict, list[str]]:
+    """Report for a model on pairs (metrics of its outputs, perplexity of the references) and the outputs."""
     pairs = list(pairs)
     sources, references = [p.source for p in pairs], [p.target for p in pairs]
     hypotheses = translator.translate(sources, **decode_options)

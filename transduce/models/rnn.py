@@ -18,6 +18,7 @@ from transduce.constants import PAD
 from transduce.models.attention import Attention
 from transduce.models.rnn_encoder import RNNEncoder
 from transduce.models.state import EncoderOutput, RNNState
+from transduce.models.time_batched import TimeBatchedWeight
 
 
 class RecurrentCell(nn.Module):
@@ -50,22 +51,27 @@ class RecurrentCell(nn.Module):
             return F.linear(x, self.weight[:, : self.pre_size], self.bias)
         return F.linear(x, self.weight_ih[:, : self.pre_size], self.bias_ih)
 
+    def step_weights(self) -> tuple[TimeBatchedWeight | None, ...]:
+        """The weights a step multiplies by, wrapped once per pass (see `time_batched`)."""
+        if self.kind == "lstm":
+            return (TimeBatchedWeight(self.weight[:, self.pre_size:]),)
+        has_step_input = self.weight_ih.size(1) > self.pre_size
+        return (TimeBatchedWeight(self.weight_ih[:, self.pre_size:]) if has_step_input else None,
+                TimeBatchedWeight(self.weight_hh))
+
     def forward(
-        self, pre: torch.Tensor | None, x: torch.Tensor | None, h: torch.Tensor, c: torch.Tensor | None
+        self, pre: torch.Tensor | None, x: torch.Tensor | None, h: torch.Tensor, c: torch.Tensor | None,
+        weights: tuple[TimeBatchedWeight | None, ...],
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """One step. Shape: pre (B, G*H) or None, x (B, I - pre_size) or None, h, c (B, H) -> h', c'."""
         if self.kind == "lstm":
             step_in = h if x is None else torch.cat([x, h], dim=1)  # (B, I' + H)
-            weight = self.weight[:, self.pre_size:]
-            gates = torch.addmm(self.bias if pre is None else pre, step_in, weight.t())  # (B, 4H)
+            gates = weights[0].product(step_in, self.bias if pre is None else pre)  # (B, 4H)
             i, f, g, o = gates.chunk(4, dim=1)
             c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
             return torch.sigmoid(o) * torch.tanh(c), c
-        gates_x = pre
-        if x is not None:
-            weight = self.weight_ih[:, self.pre_size:]
-            gates_x = torch.addmm(self.bias_ih if pre is None else pre, x, weight.t())  # (B, 3H)
-        gates_h = torch.addmm(self.bias_hh, h, self.weight_hh.t())  # (B, 3H)
+        gates_x = pre if x is None else weights[0].product(x, self.bias_ih if pre is None else pre)  # (B, 3H)
+        gates_h = weights[1].product(h, self.bias_hh)  # (B, 3H)
         xr, xz, xn = gates_x.chunk(3, dim=1)
         hr, hz, hn = gates_h.chunk(3, dim=1)
         r = torch.sigmoid(xr + hr)
@@ -138,7 +144,13 @@ class RNNSeq2Seq(nn.Module):
             feed=enc.memory.new_zeros(B, H),
         )
 
-    def _step(self, emb_gates: torch.Tensor, enc: EncoderOutput, state: RNNState) -> tuple[torch.Tensor, RNNState]:
+    def _step_weights(self) -> list:
+        """Per-step weights of every cell and of the output combination, wrapped once per pass."""
+        return [cell.step_weights() for cell in self.cells] + [TimeBatchedWeight(self.combine.weight)]
+
+    def _step(
+        self, emb_gates: torch.Tensor, enc: EncoderOutput, state: RNNState, weights: list
+    ) -> tuple[torch.Tensor, RNNState]:
         """One decoder step from the projected target embedding.
 
         Shape: emb_gates (B, G*H) -> attentional output (B, H), new state
@@ -149,14 +161,14 @@ class RNNSeq2Seq(nn.Module):
             c_prev = state.cell[layer] if state.cell is not None else None
             if layer == 0:
                 feed = state.feed if self.cfg.input_feeding else None
-                x, c = cell(emb_gates, feed, state.hidden[0], c_prev)
+                x, c = cell(emb_gates, feed, state.hidden[0], c_prev, weights[0])
             else:
-                x, c = cell(None, self.dropout(x), state.hidden[layer], c_prev)
+                x, c = cell(None, self.dropout(x), state.hidden[layer], c_prev, weights[layer])
             hiddens.append(x)
             cells.append(c)
-        context, weights = self.attention(x, enc.keys, enc.memory, enc.src_mask)
-        out = self.dropout(torch.tanh(self.combine(torch.cat([context, x], dim=1))))  # (B, H)
-        new_state = RNNState(tuple(hiddens), tuple(cells) if self.is_lstm else None, out, weights)
+        context, attention = self.attention(x, enc.keys, enc.memory, enc.src_mask)
+        out = self.dropout(torch.tanh(weights[-1].product(torch.cat([context, x], dim=1))))  # (B, H)
+        new_state = RNNState(tuple(hiddens), tuple(cells) if self.is_lstm else None, out, attention)
         return out, new_state
 
     def _embed_gates(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -171,7 +183,7 @@ class RNNSeq2Seq(nn.Module):
         self, prev_tokens: torch.Tensor, enc: EncoderOutput, state: RNNState
     ) -> tuple[torch.Tensor, RNNState]:
         """Feed one new token per row. Shape: prev_tokens (B,) -> log_probs (B, V), state."""
-        out, state = self._step(self._embed_gates(prev_tokens), enc, state)
+        out, state = self._step(self._embed_gates(prev_tokens), enc, state, self._step_weights())
         return self.log_probs(out), state
 
     def forward(
@@ -185,10 +197,11 @@ class RNNSeq2Seq(nn.Module):
         """
         enc = self.encode(src, src_mask, src_lengths)
         state = self.init_state(enc)
-        gates = self._embed_gates(tgt_in)  # (B, T, G*H), all steps in one product
+        gates = self._embed_gates(tgt_in.t())  # (T, B, G*H), all steps in one product, time-major
+        weights = self._step_weights()
         outs = []
-        for t in range(tgt_in.size(1)):
-            out, state = self._step(gates[:, t], enc, state)
+        for gates_t in gates:
+            out, state = self._step(gates_t, enc, state, weights)
             outs.append(out)
         outs = torch.stack(outs, dim=1)  # (B, T, H)
         return self.log_probs(outs if tgt_mask is None else outs[tgt_mask])
