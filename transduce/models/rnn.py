@@ -16,6 +16,7 @@ from torch import nn
 from transduce.config import ModelConfig
 from transduce.constants import PAD
 from transduce.models.attention import Attention
+from transduce.models.dropout import Dropout, dropout_mask
 from transduce.models.rnn_encoder import RNNEncoder
 from transduce.models.state import EncoderOutput, RNNState
 from transduce.models.time_batched import TimeBatchedWeight
@@ -109,7 +110,7 @@ class RNNSeq2Seq(nn.Module):
         self.output = nn.Linear(H, tgt_vocab_size)
         if cfg.tie_output:
             self.output.weight = self.tgt_embed.weight
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = Dropout(cfg.dropout)
         for emb in {self.src_embed, self.tgt_embed}:
             nn.init.normal_(emb.weight, std=E ** -0.5)
             with torch.no_grad():
@@ -148,11 +149,25 @@ class RNNSeq2Seq(nn.Module):
         """Per-step weights of every cell and of the output combination, wrapped once per pass."""
         return [cell.step_weights() for cell in self.cells] + [TimeBatchedWeight(self.combine.weight)]
 
+    def _step_masks(self, steps: int, batch: int, like: torch.Tensor) -> torch.Tensor | None:
+        """Dropout masks of every step drawn in one call (one per decoder layer, already scaled).
+
+        Shape: -> (T, layers, B, H), or None outside training
+        """
+        p = self.cfg.dropout
+        if not self.training or p == 0:
+            return None
+        shape = (steps, len(self.cells), batch, self.cfg.hidden)
+        return dropout_mask(shape, p, like)
+
     def _step(
-        self, emb_gates: torch.Tensor, enc: EncoderOutput, state: RNNState, weights: list
+        self, emb_gates: torch.Tensor, enc: EncoderOutput, state: RNNState, weights: list,
+        masks: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, RNNState]:
         """One decoder step from the projected target embedding.
 
+        Dropout applies to each layer's input above the first and to the attentional output,
+        with `masks` (layers, B, H) from `_step_masks`, or none.
         Shape: emb_gates (B, G*H) -> attentional output (B, H), new state
         """
         hiddens, cells = [], []
@@ -163,11 +178,14 @@ class RNNSeq2Seq(nn.Module):
                 feed = state.feed if self.cfg.input_feeding else None
                 x, c = cell(emb_gates, feed, state.hidden[0], c_prev, weights[0])
             else:
-                x, c = cell(None, self.dropout(x), state.hidden[layer], c_prev, weights[layer])
+                x, c = cell(None, x if masks is None else x * masks[layer - 1], state.hidden[layer], c_prev,
+                            weights[layer])
             hiddens.append(x)
             cells.append(c)
         context, attention = self.attention(x, enc.keys, enc.memory, enc.src_mask)
-        out = self.dropout(torch.tanh(weights[-1].product(torch.cat([context, x], dim=1))))  # (B, H)
+        out = torch.tanh(weights[-1].product(torch.cat([context, x], dim=1)))  # (B, H)
+        if masks is not None:
+            out = out * masks[-1]
         new_state = RNNState(tuple(hiddens), tuple(cells) if self.is_lstm else None, out, attention)
         return out, new_state
 
@@ -199,9 +217,10 @@ class RNNSeq2Seq(nn.Module):
         state = self.init_state(enc)
         gates = self._embed_gates(tgt_in.t())  # (T, B, G*H), all steps in one product, time-major
         weights = self._step_weights()
+        masks = self._step_masks(gates.size(0), gates.size(1), gates)
         outs = []
-        for gates_t in gates:
-            out, state = self._step(gates_t, enc, state, weights)
+        for t, gates_t in enumerate(gates):
+            out, state = self._step(gates_t, enc, state, weights, None if masks is None else masks[t])
             outs.append(out)
         outs = torch.stack(outs, dim=1)  # (B, T, H)
         return self.log_probs(outs if tgt_mask is None else outs[tgt_mask])

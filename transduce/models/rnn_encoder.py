@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from transduce.models.dropout import Dropout
+
 
 def reverse_within_length(lengths: torch.Tensor, width: int) -> torch.Tensor:
     """Index that reverses each row's first `length` positions and leaves pads in place.
@@ -36,7 +38,7 @@ class RNNEncoder(nn.Module):
         self.backward_rnns = nn.ModuleList(
             rnn_cls(input_size if i == 0 else hidden, size, batch_first=True) for i in range(layers)
         ) if bidirectional else None
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Shape: x (B, S, E), lengths (B,) -> memory (B, S, H), finals: per layer (B, H)."""
