@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from transduce.config import Config, ConfigError
-from transduce.data.readers import DataError, read_pairs
+from transduce.data.readers import DataError, read_lines, read_pairs
 
 USER_ERRORS = (DataError, ConfigError, FileNotFoundError, IsADirectoryError, PermissionError)
 
@@ -100,19 +100,16 @@ def cmd_translate(args) -> int:
     from transduce.inference import load
 
     translator = load(args.model, device=args.device)
-    source = open(args.input, encoding="utf-8") if args.input else sys.stdin
+    lines = list(read_lines(args.input) if args.input else read_lines(stream=sys.stdin.buffer))
+    rows = translator.translate_nbest(lines, nbest=args.nbest, **_decode_overrides(args))
     sink = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
     try:
-        lines = [line.rstrip("\r\n") for line in source]
-        rows = translator.translate_nbest(lines, nbest=args.nbest, **_decode_overrides(args))
         for row in rows:
             if args.nbest == 1:
                 sink.write((row[0].text if row else "") + "\n")
             else:
                 sink.write("\t".join(f"{t.text}\t{t.score:.4f}" for t in row) + "\n")
     finally:
-        if args.input:
-            source.close()
         if args.output:
             sink.close()
     return 0

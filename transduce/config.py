@@ -27,7 +27,7 @@ def _check_choice(key: str, value: Any, choices: tuple) -> None:
 
 
 def _check_positive(key: str, value: float, allow_zero: bool = False) -> None:
-    if value < 0 or (value == 0 and not allow_zero):
+    if not value >= 0 or (value == 0 and not allow_zero) or value == float("inf"):  # NaN fails value >= 0
         raise ConfigError(f"{key}: must be {'>= 0' if allow_zero else '> 0'}, got {value!r}")
 
 

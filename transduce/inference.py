@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
+from safetensors import SafetensorError
 
 from transduce.config import Config, ConfigError, DecodeConfig
 from transduce.constants import CONFIG_FILE, WEIGHTS_FILE
@@ -60,8 +61,12 @@ class Translator:
             raise ModelLoadError(str(exc)) from None
         codec = TextCodec.load(config.data, directory)
         dev = pick_device(device)
-        model = build_model(config.model, len(codec.src_vocab), len(codec.tgt_vocab))
-        load_weights(model, directory / WEIGHTS_FILE, dev)
+        try:
+            model = build_model(config.model, len(codec.src_vocab), len(codec.tgt_vocab))
+            load_weights(model, directory / WEIGHTS_FILE, dev)
+        except (SafetensorError, RuntimeError, ValueError) as exc:
+            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ModelLoadError(f"{directory / WEIGHTS_FILE}: cannot load the weights ({first_line})") from None
         return cls(config, codec, model.to(dev), dev)
 
     def decode_options(self, **overrides) -> DecodeConfig:

@@ -60,9 +60,6 @@ def test_train_writes_a_model_folder(trained):
     assert "model saved in" in proc.err
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "training messages go to stderr, but Trainer.fit prints the dev evaluation line with tqdm's "
-    "bar.write(...), whose file defaults to sys.stdout, so 'step=20 dev_loss=...' lands on stdout"))
 def test_train_keeps_stdout_clean(trained):
     _, _, proc = trained
     assert proc.out == ""
@@ -187,10 +184,6 @@ def test_missing_file(tmp_path):
     _assert_one_line_error(proc, str(path))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Trainer.__init__ opens the dev file only after building the vocabularies and the model, so the "
-    "'vocabulary: ...' and 'model: ...' lines are printed before the error (3 lines on stderr, not 1), "
-    "after a full pass over the training data"))
 def test_missing_dev_file(tmp_path):
     train = _write_tsv(tmp_path / "train.tsv", _pairs(10, 0))
     dev = tmp_path / "no-dev.tsv"
@@ -233,9 +226,6 @@ def test_translate_missing_input_file(trained, tmp_path):
     _assert_one_line_error(proc, str(path))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "cli.cmd_translate reads --input with open(..., encoding='utf-8'); the UnicodeDecodeError is not "
-    "among the handled user errors, so invalid UTF-8 ends in a traceback with exit status 1"))
 def test_translate_invalid_utf8_input_file(trained, tmp_path):
     _, out, _ = trained
     path = tmp_path / "input.txt"
@@ -264,9 +254,6 @@ def test_model_folder_without_a_vocabulary(trained, tmp_path):
     _assert_one_line_error(proc, str(model / "src_vocab.json"))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "inference.Translator.from_dir lets safetensors' SafetensorError ('invalid header length') escape: "
-    "a truncated model.safetensors ends in a traceback with exit status 1"))
 def test_model_folder_with_truncated_weights(trained, tmp_path):
     model = _copy_model(trained[1], tmp_path)
     weights = model / "model.safetensors"
@@ -275,9 +262,6 @@ def test_model_folder_with_truncated_weights(trained, tmp_path):
     _assert_one_line_error(proc, str(weights))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "inference.Translator.from_dir lets torch's RuntimeError ('size mismatch for ...') escape when "
-    "config.json does not match model.safetensors: a traceback with exit status 1"))
 def test_model_folder_with_weights_of_another_shape(trained, tmp_path):
     model = _copy_model(trained[1], tmp_path)
     config = json.loads((model / "config.json").read_text(encoding="utf-8"))
@@ -310,9 +294,6 @@ def test_empty_side_is_an_error_when_asked(tmp_path):
     assert "empty" in line
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Trainer.batches logs the skipped count only when the first epoch ends; a run shorter than one "
-    "epoch (here 2 updates over 600 pairs) never reports the pairs it skipped"))
 def test_empty_sides_are_counted_in_a_run_shorter_than_an_epoch(tmp_path):
     path = tmp_path / "train.tsv"
     path.write_text(EMPTY_SIDES + "".join(f"{s}\t{t}\n" for s, t in _pairs(600, 3)), encoding="utf-8")

@@ -207,9 +207,6 @@ def test_load_errors_name_the_file(tmp_path):
         Config.load(scalar)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "config._check_positive tests `value < 0 or value == 0`, both False for NaN, so train.lr=nan "
-    "(or .nan, or lr: nan in YAML) passes validation and training runs with a NaN learning rate"))
 @pytest.mark.parametrize("assignment", ["train.lr=nan", "train.lr=.nan", "train.clip_norm=nan",
                                         "decode.max_length_ratio=nan"])
 def test_nan_is_rejected(assignment):

@@ -110,6 +110,17 @@ def read_pairs(path: PathLike, *, fmt: str | None = None, target_path: PathLike 
     raise DataError(path, None, f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
 
 
+def read_lines(path: PathLike | None = None, stream: IO[bytes] | None = None) -> Iterator[str]:
+    """Plain text lines (sources to translate) from a file or a binary stream such as stdin,
+    with the same UTF-8, BOM and CRLF handling and errors as the pair readers."""
+    if stream is not None:
+        for lineno, raw in enumerate(stream, 1):
+            yield _decode_line("<stdin>", lineno, raw)
+        return
+    for _, text in _read_lines(_check_args(path, "skip")):
+        yield text
+
+
 def infer_format(path: PathLike) -> str:
     """Return "tsv" or "jsonl" from the file extension (ignoring a final .gz)."""
     name = os.fspath(path)

@@ -68,6 +68,7 @@ class Trainer:
         seed_everything(tc.seed)
         self.out_dir.mkdir(parents=True, exist_ok=True)
 
+        dev_pairs = list(pair_reader(config, "dev")()) if config.data.dev else []  # a bad dev file fails first
         self.read_stats = ReadStats()
         self.open_train = pair_reader(config, "train", self.read_stats)
         self.codec = TextCodec.build(config.data, pair_reader(config, "train"))
@@ -79,9 +80,9 @@ class Trainer:
         self.model = build_model(config.model, len(self.codec.src_vocab), len(self.codec.tgt_vocab)).to(self.device)
         self.optimizer = make_optimizer(self.model, tc)
         self.log(f"model: {config.model.arch} encoder-decoder, {count_parameters(self.model):,} parameters")
-        self.dev_examples = list(self.codec.examples(pair_reader(config, "dev")())) if config.data.dev else []
-        self.dev_references = ([p.target for p in pair_reader(config, "dev")()][: tc.dev_max_sentences]
-                               if self.dev_examples else [])
+        self.dev_examples = list(self.codec.examples(dev_pairs))
+        self.dev_references = [p.target for p in dev_pairs][: tc.dev_max_sentences]
+        self.skips_reported = False
         self.step, self.epoch = 0, 0
         self.best: dict | None = None
 
@@ -98,10 +99,16 @@ class Trainer:
                 yield collate(group)
             if count == 0:
                 raise ValueError(f"{self.config.data.train}: no training pairs")
-            if self.epoch == 0 and self.read_stats.skipped_empty:
-                self.log(f"skipped {self.read_stats.skipped_empty} pairs with an empty side "
-                         f"(data.on_empty=error to stop on them)")
+            if self.epoch == 0:
+                self.report_skips()
             self.epoch += 1
+
+    def report_skips(self) -> None:
+        """Say once how many pairs were dropped for an empty side (after the first epoch, or at the end)."""
+        if self.read_stats.skipped_empty and not self.skips_reported:
+            self.skips_reported = True
+            self.log(f"skipped {self.read_stats.skipped_empty} pairs with an empty side "
+                     f"{'' if self.epoch else 'so far '}(data.on_empty=error to stop on them)")
 
     # ---- one update ---------------------------------------------------------------------
     def train_step(self, batches: list[Batch]) -> dict:
@@ -169,7 +176,7 @@ class Trainer:
                 if self.dev_examples and tc.eval_every and (self.step % tc.eval_every == 0 or self.step == tc.steps):
                     dev = {"step": self.step, **self.validate()}
                     self._write_log(log_file, dev)
-                    bar.write(" ".join(f"{k}={v}" for k, v in dev.items()))
+                    bar.write(" ".join(f"{k}={v}" for k, v in dev.items()), file=sys.stderr)
                     last.update(dev)
                     if self.best is None or dev["dev_loss"] < self.best["dev_loss"]:
                         self.best = dev
@@ -178,6 +185,7 @@ class Trainer:
                     self.save()
                     window["start"] = time.perf_counter()
         bar.close()
+        self.report_skips()
         return last
 
     def save(self) -> None:
