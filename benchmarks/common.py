@@ -26,6 +26,8 @@ def parse_args(description: str, extra=None) -> argparse.Namespace:
     parser.add_argument("--data", default=str(DEFAULT_DATA), help="folder with train.tsv, dev.tsv, test.tsv")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--work", default="/tmp/transduce-bench", help="where models are written")
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
+                        help="training precision (bf16: mixed precision, bfloat16 products)")
     if extra:
         extra(parser)
     return parser.parse_args()
@@ -37,7 +39,7 @@ def spm_vocab_size(data: Path) -> int:
     return int(marker.read_text().strip()) if marker.exists() else 8000
 
 
-def protocol_config(arch: str, data: Path, threads: int, updates: int = 300) -> Config:
+def protocol_config(arch: str, data: Path, threads: int, updates: int = 300, precision: str = "fp32") -> Config:
     return Config.from_dict({
         "data": {"train": str(data / "train.tsv"), "dev": None, "tokenizer": "spm",
                  "spm_vocab_size": spm_vocab_size(data), "joint_tokenizer": True, "shared_vocab": True,
@@ -47,7 +49,7 @@ def protocol_config(arch: str, data: Path, threads: int, updates: int = 300) -> 
                   "share_embeddings": True, "tie_output": True},
         "train": {"steps": updates, "batch_tokens": 2048, "lr": 1e-3, "warmup": max(1, updates // 10),
                   "label_smoothing": 0.1, "clip_norm": 1.0, "seed": 1234, "log_every": 25, "eval_every": 0,
-                  "save_every": 0, "threads": threads, "progress": False},
+                  "save_every": 0, "threads": threads, "progress": False, "precision": precision},
         "decode": {"beam": 5, "max_length": 200, "batch_size": 64},
     })
 

@@ -26,10 +26,11 @@ from transduce.inference import load  # noqa: E402
 
 
 def ensure_model(args) -> Path:
-    model = Path(args.model) if args.model else Path(args.work) / f"{Path(args.data).name}-{args.arch}"
+    model = Path(args.model) if args.model else Path(args.work) / f"{Path(args.data).name}-{args.arch}-{args.precision}"
     if not (model / "model.safetensors").exists():
         subprocess.run([sys.executable, str(Path(__file__).with_name("train_speed.py")), "--arch", args.arch,
-                        "--data", args.data, "--work", args.work, "--threads", str(args.threads)],
+                        "--data", args.data, "--work", args.work, "--threads", str(args.threads),
+                        "--precision", args.precision],
                        check=True, stdout=subprocess.DEVNULL)
     return model
 

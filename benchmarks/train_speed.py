@@ -23,8 +23,8 @@ from transduce.training.trainer import Trainer  # noqa: E402
 def main() -> None:
     args = parse_args(__doc__, lambda p: p.add_argument("--updates", type=int, default=300))
     data = Path(args.data)
-    out = Path(args.work) / f"{data.name}-{args.arch}"
-    config = protocol_config(args.arch, data, args.threads, args.updates)
+    out = Path(args.work) / f"{data.name}-{args.arch}-{args.precision}"
+    config = protocol_config(args.arch, data, args.threads, args.updates, args.precision)
     started = time.perf_counter()
     if (out / "log.jsonl").exists():
         (out / "log.jsonl").unlink()
@@ -37,6 +37,7 @@ def main() -> None:
     seconds = sum(r["seconds"] for r in timed)
     emit({
         "benchmark": "train_speed", "arch": args.arch, "data": data.name, "updates": args.updates,
+        "precision": args.precision,
         "params": count_parameters(trainer.model), "train_tgt_tok_per_s": round(tokens / seconds, 1),
         "timed_tokens": tokens, "timed_seconds": round(seconds, 2), "tgt_tok_per_update": round(tokens / (len(timed) * 25), 1),
         "final_loss": records[-1]["loss"], "train_wall_s_total": round(wall, 1), "peak_rss_mib": round(peak_rss_mib(), 1),

@@ -123,11 +123,13 @@ class TrainConfig:
     dev_bleu: bool = True  # decode the dev set (greedy) at each evaluation
     dev_max_sentences: int = 500
     threads: int | None = None  # torch CPU threads; None = torch's default
+    precision: str = "fp32"  # fp32 | bf16 (mixed precision: bfloat16 products, float32 weights and loss)
     progress: bool = True  # tqdm bar
 
     def __post_init__(self) -> None:
         self.adam_betas = tuple(self.adam_betas)  # YAML/JSON give lists
         _check_choice("train.schedule", self.schedule, ("inverse_sqrt", "constant"))
+        _check_choice("train.precision", self.precision, ("fp32", "bf16"))
         for key in ("steps", "batch_tokens", "accumulate", "lr", "pool_batches", "log_every", "keep_checkpoints"):
             _check_positive(f"train.{key}", getattr(self, key))
         for key in ("warmup", "clip_norm", "eval_every", "save_every", "weight_decay", "dev_max_sentences"):

@@ -190,8 +190,24 @@ class RNNSeq2Seq(nn.Module):
         return out, new_state
 
     def _embed_gates(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Target embeddings projected into the first layer's gates. (...,) -> (..., G*H)."""
-        return self.cells[0].project_ahead(self.dropout(self.tgt_embed(tokens)))
+        """Target embeddings projected into the first layer's gates. (...,) -> (..., G*H).
+
+        When decoding (no gradients, no dropout), the projection of every vocabulary entry is
+        computed once and looked up: a decoder step then spends no product on its input token.
+        """
+        if self.training or torch.is_grad_enabled():
+            return self.cells[0].project_ahead(self.dropout(self.tgt_embed(tokens)))
+        return self._gate_table()[tokens]
+
+    def _gate_table(self) -> torch.Tensor:
+        """(V, G*H) projected embeddings, recomputed whenever the weights change."""
+        cell, emb = self.cells[0], self.tgt_embed.weight
+        params = [emb] + list(cell.parameters())
+        key = tuple((p.data_ptr(), p._version) for p in params)
+        if getattr(self, "_gate_cache_key", None) != key:
+            self._gate_cache = cell.project_ahead(emb)
+            self._gate_cache_key = key
+        return self._gate_cache
 
     def log_probs(self, out: torch.Tensor) -> torch.Tensor:
         """Attentional outputs -> log-probabilities. Shape: (..., H) -> (..., V)."""

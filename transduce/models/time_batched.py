@@ -17,7 +17,7 @@ class _Collect(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, weight: torch.Tensor, tape: list) -> torch.Tensor:
-        ctx.tape = tape
+        ctx.tape, ctx.dtype = tape, weight.dtype
         return weight.view_as(weight)
 
     @staticmethod
@@ -25,9 +25,9 @@ class _Collect(torch.autograd.Function):
         if not ctx.tape:
             return None, None
         inputs = torch.cat([x for x, _ in ctx.tape])  # (T*B, I)
-        grads = torch.cat([g for _, g in ctx.tape])  # (T*B, O)
+        grads = torch.cat([g.to(inputs.dtype) for _, g in ctx.tape])  # (T*B, O)
         ctx.tape.clear()
-        return grads.t().mm(inputs), None  # (O, I)
+        return grads.t().mm(inputs).to(ctx.dtype), None  # (O, I)
 
 
 class _StepProduct(torch.autograd.Function):
@@ -46,21 +46,33 @@ class _StepProduct(torch.autograd.Function):
         return grad.mm(weight), None, None
 
 
+def _autocast_dtype(t: torch.Tensor) -> torch.dtype | None:
+    device = t.device.type
+    return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
+
+
 class TimeBatchedWeight:
-    """Wraps one weight (O, I) for one forward pass: `product(x)` is x @ W^T for x (B, I)."""
+    """Wraps one weight (O, I) for one forward pass: `product(x)` is x @ W^T for x (B, I).
+
+    Under autocast (mixed precision) the weight is cast once per pass, not at every step.
+    """
 
     def __init__(self, weight: torch.Tensor) -> None:
-        self.weight = weight
         self.tape: list = []
         self.tracked = torch.is_grad_enabled() and weight.requires_grad
         if self.tracked:
-            self.weight = _Collect.apply(weight.contiguous(), self.tape)
+            weight = _Collect.apply(weight.contiguous(), self.tape)
+        dtype = _autocast_dtype(weight)
+        self.weight = weight if dtype is None else weight.to(dtype)
 
     def product(self, x: torch.Tensor, add: torch.Tensor | None = None) -> torch.Tensor:
         """x @ W^T (+ add). Shape: x (B, I), add (B, O) or (O,) -> (B, O)."""
+        if x.dtype != self.weight.dtype:
+            x = x.to(self.weight.dtype)
         if self.tracked:
             out = _StepProduct.apply(x, self.weight, self.tape)
-            return out if add is None else out + add
-        if add is None:
-            return x.mm(self.weight.t())
-        return torch.addmm(add, x, self.weight.t())
+        elif add is None or add.dtype != x.dtype:
+            out = x.mm(self.weight.t())
+        else:
+            return torch.addmm(add, x, self.weight.t())
+        return out if add is None else out + add

@@ -117,10 +117,13 @@ class Trainer:
         tokens = sum(b.num_tgt_tokens for b in batches)
         self.optimizer.zero_grad(set_to_none=True)
         loss_sum = nll_sum = 0.0
+        bf16 = self.config.train.precision == "bf16"
         for batch in batches:
             batch = batch.to(self.device)
-            log_probs = self.model(batch.src, batch.src_mask, batch.src_lengths, batch.tgt_in, batch.tgt_mask)  # (N, V)
-            loss, nll = label_smoothed_nll(log_probs, batch.tgt_out, batch.tgt_mask, self.config.train.label_smoothing)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
+                log_probs = self.model(batch.src, batch.src_mask, batch.src_lengths, batch.tgt_in, batch.tgt_mask)
+            loss, nll = label_smoothed_nll(log_probs.float(), batch.tgt_out, batch.tgt_mask,
+                                           self.config.train.label_smoothing)  # log_probs: (N, V)
             (loss / tokens).backward()
             loss_sum += float(loss.detach())
             nll_sum += float(nll.detach())
