@@ -6,7 +6,7 @@ import pytest
 
 from transduce.assets import default_data_dir
 
-COUNTS = {"train": 1998, "dev": 200, "test": 200}
+COUNTS = {"train": 1798, "dev": 100, "test": 100}
 MAX_BYTES = 2 * 1024 * 1024
 
 

@@ -1,4 +1,10 @@
-"""Greedy search: the most probable token at each step, one incremental step per token."""
+"""Greedy search: the most probable token at each step, one incremental step per token.
+
+With `max_rows`, the batch runs as a stream: at most `max_rows` sentences decode at once, and
+whenever half of them have finished, the next sentences are encoded and join the running
+batch (their encoder outputs and states are concatenated in through `cat`). The long tail of
+a batch, where a few sentences keep going while the rest wait, disappears.
+"""
 from __future__ import annotations
 
 import torch
@@ -11,37 +17,49 @@ from transduce.decoding.scoring import constrain, normalise
 @torch.inference_mode()
 def greedy_search(
     model, src: torch.Tensor, src_mask: torch.Tensor, src_lengths: torch.Tensor, caps: torch.Tensor,
-    length_penalty: str = "avg", min_length: int = 0,
+    length_penalty: str = "avg", min_length: int = 0, max_rows: int | None = None,
 ) -> list[Hypothesis]:
-    """Decode a batch; finished sentences leave the batch so later steps cost less.
+    """Decode a batch; finished sentences leave it, so later steps cost less.
 
+    Sentences enter in row order (sort them by length, longest first, for little padding).
     Shape: src, src_mask (B, S); src_lengths, caps (B,)
     """
     B, device = src.size(0), src.device
-    enc = model.encode(src, src_mask, src_lengths)
-    state = model.init_state(enc)
+    max_rows = max_rows or B
     caps = caps.to(device)
-    rows = torch.arange(B, device=device)  # original sentence of each live row
     out = torch.full((B, int(caps.max()) + 1), EOS, dtype=torch.long, device=device)
     total = torch.zeros(B, dtype=torch.float64, device=device)
     lengths = torch.zeros(B, dtype=torch.long, device=device)  # generated tokens incl. EOS
-    prev = torch.full((B,), BOS, dtype=torch.long, device=device)
-    live_caps = caps
-    t = 0
+    rows = torch.empty(0, dtype=torch.long, device=device)  # original sentence of each live row
+    steps = torch.empty(0, dtype=torch.long, device=device)  # tokens generated so far, per live row
+    prev = torch.empty(0, dtype=torch.long, device=device)
+    enc = state = None
+    admitted = 0
     while True:
+        room = max_rows - rows.numel()
+        if admitted < B and room > 0 and (not rows.numel() or room >= max_rows // 2):
+            new = torch.arange(admitted, min(B, admitted + room), device=device)
+            admitted += new.numel()
+            width = int(src_lengths[new.cpu()].max())
+            new_enc = model.encode(src[new, :width], src_mask[new, :width], src_lengths[new.cpu()])
+            new_state = model.init_state(new_enc)
+            enc, state = (new_enc, new_state) if enc is None else (enc.cat(new_enc), state.cat(new_state))
+            rows = torch.cat([rows, new])
+            steps = torch.cat([steps, torch.zeros_like(new)])
+            prev = torch.cat([prev, torch.full_like(new, BOS)])
         lp, state = model.decode_step(prev, enc, state)  # (n, V)
-        lp = constrain(lp.float(), t, min_length, live_caps <= t)
+        lp = constrain(lp.float(), steps, min_length, caps[rows] <= steps)
         best, tok = lp.max(dim=-1)  # (n,)
-        out[rows, t] = tok
+        out[rows, steps] = tok
         total[rows] += best.double()
-        t += 1
+        steps = steps + 1
         ended = tok.eq(EOS)
         if bool(ended.any()):
-            lengths[rows[ended]] = t
+            lengths[rows[ended]] = steps[ended]
             keep = (~ended).nonzero().flatten()
-            if not keep.numel():
+            rows, steps, tok = rows[keep], steps[keep], tok[keep]
+            if not rows.numel() and admitted >= B:
                 break
-            rows, live_caps, tok = rows[keep], live_caps[keep], tok[keep]
             enc, state = enc.select(keep), state.select(keep)
         prev = tok
     out, total, lengths = out.tolist(), total.tolist(), lengths.tolist()

@@ -20,19 +20,26 @@ def max_lengths(src_lengths: torch.Tensor, max_length: int, max_length_ratio: fl
     return caps
 
 
-def constrain(log_probs: torch.Tensor, step: int, min_length: int, at_cap: torch.Tensor) -> torch.Tensor:
+def constrain(
+    log_probs: torch.Tensor, step: int | torch.Tensor, min_length: int, at_cap: torch.Tensor
+) -> torch.Tensor:
     """Apply the rules every search shares, in place, and return `log_probs`.
 
-    PAD and BOS are never outputs; EOS is not allowed before `min_length` tokens; a row that
-    reached its length cap may only end (the cap wins over `min_length`).
-    Shape: log_probs (N, V), at_cap (N,) bool
+    PAD and BOS are never outputs; EOS is not allowed before `min_length` tokens (`step` is
+    the tokens generated so far, one number or one per row); a row that reached its length
+    cap may only end (the cap wins over `min_length`).
+    Shape: log_probs (N, V), step int or (N,), at_cap (N,) bool
     """
     log_probs[:, PAD] = float("-inf")
     log_probs[:, BOS] = float("-inf")
     capped = bool(at_cap.any())
     eos = log_probs[at_cap, EOS].clone() if capped else None
-    if step < min_length:
-        log_probs[:, EOS] = float("-inf")
+    if min_length > 0:
+        if isinstance(step, int):
+            if step < min_length:
+                log_probs[:, EOS] = float("-inf")
+        else:
+            log_probs[step < min_length, EOS] = float("-inf")
     if capped:
         log_probs[at_cap] = float("-inf")
         log_probs[at_cap, EOS] = eos

@@ -19,15 +19,21 @@ def decode_examples(
     """n-best lists for each example, in the order given. Beam 1 is greedy search."""
     results: list[list[Hypothesis]] = [[] for _ in examples]
     position = {id(ex): i for i, ex in enumerate(examples)}
+    greedy = cfg.beam == 1 and nbest == 1
+    # greedy streams every sentence through one running batch of at most batch_size rows
+    groups = [sorted(examples, key=lambda e: len(e.src), reverse=True)] if greedy else \
+        sentence_batches(list(examples), cfg.batch_size)
     was_training = model.training
     model.eval()
     try:
-        for group in sentence_batches(list(examples), cfg.batch_size):
+        for group in groups:
+            if not group:
+                continue
             batch = collate(group).to(device)
             caps = max_lengths(batch.src_lengths, cfg.max_length, cfg.max_length_ratio)
-            if cfg.beam == 1 and nbest == 1:
+            if greedy:
                 hyps = [[h] for h in greedy_search(model, batch.src, batch.src_mask, batch.src_lengths, caps,
-                                                   cfg.length_penalty, cfg.min_length)]
+                                                   cfg.length_penalty, cfg.min_length, max_rows=cfg.batch_size)]
             else:
                 hyps = beam_search(model, batch.src, batch.src_mask, batch.src_lengths, caps,
                                    beam=max(cfg.beam, nbest), nbest=nbest, length_penalty=cfg.length_penalty,
