@@ -89,3 +89,43 @@ def test_gradients_reach_only_real_positions():
     loss.backward()
     assert torch.all(log_probs.grad[1, 2] == 0)
     assert torch.all(log_probs.grad[0].abs().sum(-1) > 0)
+
+
+def test_fused_gradient_equals_autograd_of_the_plain_formula():
+    torch.manual_seed(0)
+    scores = torch.randn(7, 11, dtype=torch.float64, requires_grad=True)
+    gold = torch.randint(0, 11, (7,))
+    mask = torch.ones(7, dtype=torch.bool)
+    loss, nll = label_smoothed_nll(scores, gold, mask, 0.1)  # scores are logits: normalised inside
+    (0.7 * loss + 0.3 * nll).backward()
+    fused = scores.grad.clone()
+    scores.grad = None
+    lp = torch.log_softmax(scores, dim=1)
+    plain_nll = -lp.gather(1, gold.unsqueeze(1)).squeeze(1)
+    plain_loss = (0.9 * plain_nll - 0.1 * lp.mean(dim=1)).sum()
+    (0.7 * plain_loss + 0.3 * plain_nll.sum()).backward()
+    assert loss.item() == pytest.approx(plain_loss.item(), rel=1e-12)
+    assert nll.item() == pytest.approx(plain_nll.sum().item(), rel=1e-12)
+    torch.testing.assert_close(fused, scores.grad, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("chunk", [50, 1 << 20])
+def test_linear_cross_entropy_equals_projection_then_loss(chunk):
+    from transduce.training.loss import linear_cross_entropy
+
+    torch.manual_seed(0)
+    h = torch.randn(37, 8, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(11, 8, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(11, dtype=torch.float64, requires_grad=True)
+    gold = torch.randint(0, 11, (37,))
+    loss, nll = linear_cross_entropy(h, weight, bias, gold, 0.1, chunk_elements=chunk)
+    (0.5 * loss).backward()
+    fused = [t.grad.clone() for t in (h, weight, bias)]
+    for t in (h, weight, bias):
+        t.grad = None
+    plain_loss, plain_nll = label_smoothed_nll(h @ weight.t() + bias, gold, torch.ones(37, dtype=torch.bool), 0.1)
+    (0.5 * plain_loss).backward()
+    assert loss.item() == pytest.approx(plain_loss.item(), rel=1e-12)
+    assert nll.item() == pytest.approx(plain_nll.item(), rel=1e-12)
+    for got, t in zip(fused, (h, weight, bias)):
+        torch.testing.assert_close(got, t.grad, rtol=1e-10, atol=1e-12)

@@ -32,8 +32,14 @@ class Seq2Seq(Protocol):
         """Shape: prev_tokens (B,) -> log_probs (B, V), next state."""
 
     def forward(
-        self, src: torch.Tensor, src_mask: torch.Tensor, src_lengths: torch.Tensor, tgt_in: torch.Tensor
+        self, src: torch.Tensor, src_mask: torch.Tensor, src_lengths: torch.Tensor, tgt_in: torch.Tensor,
+        tgt_mask: torch.Tensor | None = None, normalize: bool = True,
     ) -> torch.Tensor:
-        """Teacher forcing. Shape: tgt_in (B, T) -> log_probs (B, T, V)."""
+        """Teacher forcing. Shape: tgt_in (B, T) -> log_probs (B, T, V), or (N, V) at the tgt_mask
+        positions; normalize=False may return unnormalised scores (logits)."""
+
+    def output_projection(self) -> torch.nn.Linear | None:
+        """The final linear map when log_probs = log_softmax(linear(features)), else None (a copy
+        mixture): training then fuses projection and loss over `features(...)` (N, H)."""
 
     def eval(self) -> Any: ...

@@ -220,14 +220,17 @@ class RNNSeq2Seq(nn.Module):
         out, state = self._step(self._embed_gates(prev_tokens), enc, state, self._step_weights())
         return self.log_probs(out), state
 
-    def forward(
+    def output_projection(self) -> nn.Linear:
+        """The final linear map: log_probs = log_softmax(output_projection(features))."""
+        return self.output
+
+    def features(
         self, src: torch.Tensor, src_mask: torch.Tensor, src_lengths: torch.Tensor, tgt_in: torch.Tensor,
         tgt_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Teacher-forced pass.
+        """Teacher-forced attentional outputs, before the output projection.
 
-        Shape: src (B, S), tgt_in (B, T) -> log_probs (B, T, V); with tgt_mask (B, T) only the
-        N real positions are projected onto the vocabulary: (N, V).
+        Shape: src (B, S), tgt_in (B, T) -> (B, T, H), or (N, H) at the tgt_mask positions
         """
         enc = self.encode(src, src_mask, src_lengths)
         state = self.init_state(enc)
@@ -239,4 +242,17 @@ class RNNSeq2Seq(nn.Module):
             out, state = self._step(gates_t, enc, state, weights, None if masks is None else masks[t])
             outs.append(out)
         outs = torch.stack(outs, dim=1)  # (B, T, H)
-        return self.log_probs(outs if tgt_mask is None else outs[tgt_mask])
+        return outs if tgt_mask is None else outs[tgt_mask]
+
+    def forward(
+        self, src: torch.Tensor, src_mask: torch.Tensor, src_lengths: torch.Tensor, tgt_in: torch.Tensor,
+        tgt_mask: torch.Tensor | None = None, normalize: bool = True,
+    ) -> torch.Tensor:
+        """Teacher-forced pass.
+
+        Shape: src (B, S), tgt_in (B, T) -> log_probs (B, T, V); with tgt_mask (B, T) only the
+        N real positions are projected onto the vocabulary: (N, V). normalize=False returns the
+        logits instead.
+        """
+        outs = self.features(src, src_mask, src_lengths, tgt_in, tgt_mask)
+        return self.log_probs(outs) if normalize else self.output(outs)

@@ -31,7 +31,7 @@ from transduce.evaluation.report import score_outputs
 from transduce.inference import pick_device
 from transduce.models.builder import build_model, count_parameters
 from transduce.training.checkpoint import save_checkpoint, save_weights
-from transduce.training.loss import label_smoothed_nll
+from transduce.training.loss import label_smoothed_nll, linear_cross_entropy
 from transduce.training.optim import learning_rate, make_optimizer, set_learning_rate
 
 
@@ -120,10 +120,7 @@ class Trainer:
         bf16 = self.config.train.precision == "bf16"
         for batch in batches:
             batch = batch.to(self.device)
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
-                log_probs = self.model(batch.src, batch.src_mask, batch.src_lengths, batch.tgt_in, batch.tgt_mask)
-            loss, nll = label_smoothed_nll(log_probs.float(), batch.tgt_out, batch.tgt_mask,
-                                           self.config.train.label_smoothing)  # log_probs: (N, V)
+            loss, nll = self.batch_loss(batch, bf16)
             (loss / tokens).backward()
             loss_sum += float(loss.detach())
             nll_sum += float(nll.detach())
@@ -134,6 +131,23 @@ class Trainer:
         set_learning_rate(self.optimizer, lr)
         self.optimizer.step()
         return {"loss": loss_sum / tokens, "nll": nll_sum / tokens, "tokens": tokens, "lr": lr}
+
+    def batch_loss(self, batch: Batch, bf16: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """Summed smoothed loss and NLL of a batch. A model whose output is a plain linear map +
+        softmax gets the fused projection-and-loss (the (N, V) logits never materialise)."""
+        smoothing = self.config.train.label_smoothing
+        projection = self.model.output_projection()
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
+            if projection is not None:
+                features = self.model.features(batch.src, batch.src_mask, batch.src_lengths, batch.tgt_in,
+                                               batch.tgt_mask)  # (N, H)
+            else:
+                scores = self.model(batch.src, batch.src_mask, batch.src_lengths, batch.tgt_in, batch.tgt_mask,
+                                    normalize=False)  # (N, V)
+        if projection is not None:
+            return linear_cross_entropy(features, projection.weight, projection.bias,
+                                        batch.tgt_out[batch.tgt_mask], smoothing)
+        return label_smoothed_nll(scores, batch.tgt_out, batch.tgt_mask, smoothing)
 
     # ---- evaluation ---------------------------------------------------------------------
     def validate(self) -> dict:
