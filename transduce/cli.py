@@ -22,6 +22,8 @@ def _add_decode_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-length-ratio", type=float, help="also cap at this ratio of the source length")
     p.add_argument("--batch-size", type=int, help="sentences per decode batch")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
+                   help="weights for decoding: fp32, or bf16 (faster where the CPU/GPU has bfloat16 support)")
 
 
 def _decode_overrides(args) -> dict:
@@ -99,7 +101,7 @@ def _set(config: Config, key: str, value) -> Config:
 def cmd_translate(args) -> int:
     from transduce.inference import load
 
-    translator = load(args.model, device=args.device)
+    translator = load(args.model, device=args.device, precision=args.precision)
     lines = list(read_lines(args.input) if args.input else read_lines(stream=sys.stdin.buffer))
     rows = translator.translate_nbest(lines, nbest=args.nbest, **_decode_overrides(args))
     sink = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
@@ -119,7 +121,7 @@ def cmd_evaluate(args) -> int:
     from transduce.evaluation.report import evaluate
     from transduce.inference import load
 
-    translator = load(args.model, device=args.device)
+    translator = load(args.model, device=args.device, precision=args.precision)
     pairs = read_pairs(args.data, target_path=args.data_target, fmt=translator.config.data.format,
                        source_field=translator.config.data.source_field,
                        target_field=translator.config.data.target_field)

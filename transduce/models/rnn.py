@@ -211,7 +211,7 @@ class RNNSeq2Seq(nn.Module):
 
     def log_probs(self, out: torch.Tensor) -> torch.Tensor:
         """Attentional outputs -> log-probabilities. Shape: (..., H) -> (..., V)."""
-        return torch.log_softmax(self.output(out), dim=-1)
+        return torch.log_softmax(self.output(out).float(), dim=-1)  # float32 even for a bfloat16 model
 
     def decode_step(
         self, prev_tokens: torch.Tensor, enc: EncoderOutput, state: RNNState
