@@ -25,6 +25,8 @@ for precision in fp32 bf16; do
 done
 "$PY" "$HERE/decode_speed.py" --arch "$ARCH" --data "$DATA" --work "$OUT/transduce" >> "$OUT/transduce.jsonl"
 "$PY" "$HERE/decode_scaling.py" --arch "$ARCH" --data "$DATA" --work "$OUT/transduce" >> "$OUT/transduce.jsonl"
+"$PY" "$HERE/decode_scaling.py" --arch "$ARCH" --data "$DATA" --work "$OUT/transduce" --beam 5 --sentences 16 \
+    >> "$OUT/transduce.jsonl"
 "$PY" - "$OUT" <<'PY'
 import json, sys
 out = sys.argv[1]
