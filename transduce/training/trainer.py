@@ -221,8 +221,10 @@ class Trainer:
         handle.flush()
 
 
-def train(config: Config, out_dir: str | Path, *, device: str = "auto", log=print) -> Path:
-    """`transduce.train(config, "runs/x")`: train and return the model folder."""
+def train(config: Config, out_dir: str | Path | None = None, *, device: str = "auto", log=print) -> Path:
+    """`transduce.train(config[, "runs/x"])`: train and return the model folder
+    (by default a new folder runs/YYYYmmdd-HHMMSS)."""
+    out_dir = Path(out_dir) if out_dir is not None else Path("runs") / time.strftime("%Y%m%d-%H%M%S")
     trainer = Trainer(config, out_dir, device=device, log=log)
     trainer.fit()
     return Path(out_dir)
