@@ -33,6 +33,7 @@ def greedy_search(
     rows = torch.empty(0, dtype=torch.long, device=device)  # original sentence of each live row
     steps = torch.empty(0, dtype=torch.long, device=device)  # tokens generated so far, per live row
     prev = torch.empty(0, dtype=torch.long, device=device)
+    alive = torch.empty(0, dtype=torch.bool, device=device)  # finished rows wait to be dropped together
     enc = state = None
     admitted = 0
     while True:
@@ -47,20 +48,30 @@ def greedy_search(
             rows = torch.cat([rows, new])
             steps = torch.cat([steps, torch.zeros_like(new)])
             prev = torch.cat([prev, torch.full_like(new, BOS)])
+            alive = torch.cat([alive, torch.ones_like(new, dtype=torch.bool)])
         lp, state = model.decode_step(prev, enc, state)  # (n, V)
         lp = constrain(lp.float(), steps, min_length, caps[rows] <= steps)
         best, tok = lp.max(dim=-1)  # (n,)
-        out[rows, steps] = tok
-        total[rows] += best.double()
+        live_rows, live_steps = rows[alive], steps[alive]
+        out[live_rows, live_steps] = tok[alive]
+        total[live_rows] += best[alive].double()
         steps = steps + 1
-        ended = tok.eq(EOS)
+        ended = tok.eq(EOS) & alive
         if bool(ended.any()):
             lengths[rows[ended]] = steps[ended]
-            keep = (~ended).nonzero().flatten()
-            rows, steps, tok = rows[keep], steps[keep], tok[keep]
-            if not rows.numel() and admitted >= B:
-                break
-            enc, state = enc.select(keep), state.select(keep)
+            alive = alive & ~ended
+            dead = rows.numel() - int(alive.sum())
+            # drop finished rows by multiples of 8 (all of them at the end): the batch then takes
+            # few distinct sizes, so kernels built for one size serve many steps
+            drop = dead if dead == rows.numel() else dead - dead % 8
+            if drop:
+                finished = (~alive).nonzero().flatten()
+                kept_dead = finished[: dead - drop]
+                keep = torch.sort(torch.cat([alive.nonzero().flatten(), kept_dead])).values
+                rows, steps, tok, alive = rows[keep], steps[keep], tok[keep], alive[keep]
+                if not rows.numel() and admitted >= B:
+                    break
+                enc, state = enc.select(keep), state.select(keep)
         prev = tok
     out, total, lengths = out.tolist(), total.tolist(), lengths.tolist()
     return [
