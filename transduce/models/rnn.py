@@ -1,9 +1,10 @@
 """Attention RNN encoder-decoder (GRU or LSTM), Luong-style with input feeding.
 
 The encoder runs torch's fused RNN layers over the padded batch (`rnn_encoder`); decoder
-initial states come from the encoder's final states through a learned bridge. The decoder is written as explicit per-step cells so that training (teacher
-forcing) and decoding (one token at a time from an `RNNState`) run the very same step code:
-incremental decoding equals the full pass, and a step never looks at the prefix again.
+initial states come from the encoder's final states through a learned bridge. The decoder
+is written as explicit per-step cells so that training (teacher forcing) and decoding (one
+token at a time from an `RNNState`) run the very same step code: incremental decoding
+equals the full pass, and a step never looks at the prefix again.
 """
 from __future__ import annotations
 
