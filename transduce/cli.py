@@ -58,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_decode_options(p)
 
     p = sub.add_parser("evaluate", help="score a model on pairs",
-                       description="Decode the sources of --data and print a JSON report (bleu, chrf, exact_match, perplexity).")
+                       description="Decode the sources of --data and print a JSON report "
+                       "(bleu, chrf, rouge1/2/L, exact_match, perplexity).")
     p.add_argument("--model", required=True, help="model folder")
     p.add_argument("--data", required=True, help="pairs to score (.tsv, .jsonl, or a source file with --data-target)")
     p.add_argument("--data-target", help="target file when --data is a source file")

@@ -6,17 +6,24 @@ from typing import Iterable, Sequence
 from transduce.data.readers import Pair
 from transduce.evaluation.metrics import bleu, chrf, exact_match, perplexity
 from transduce.evaluation.reference_scoring import reference_nll
+from transduce.evaluation.rouge import rouge
 
 
 def score_outputs(hypotheses: Sequence[str], references: Sequence[str]) -> dict:
-    """BLEU and chrF (sacreBLEU, with signatures) and exact match of detokenized outputs."""
-    b, c = bleu(list(hypotheses), list(references)), chrf(list(hypotheses), list(references))
+    """BLEU and chrF (sacreBLEU, with signatures), ROUGE-1/2/L (characters for Chinese) and
+    exact match of detokenized outputs."""
+    hypotheses, references = list(hypotheses), list(references)
+    b, c, r = bleu(hypotheses, references), chrf(hypotheses, references), rouge(hypotheses, references)
     return {
         "bleu": round(b["score"], 2),
         "chrf": round(c["score"], 2),
-        "exact_match": round(exact_match(list(hypotheses), list(references)), 2),
+        "rouge1": r["rouge1"],
+        "rouge2": r["rouge2"],
+        "rougeL": r["rougeL"],
+        "exact_match": round(exact_match(hypotheses, references), 2),
         "bleu_signature": b["signature"],
         "chrf_signature": c["signature"],
+        "rouge_tokenizer": r["tokenizer"],
     }
 
 

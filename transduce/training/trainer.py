@@ -155,7 +155,7 @@ class Trainer:
 
     # ---- evaluation ---------------------------------------------------------------------
     def validate(self) -> dict:
-        """Dev loss and perplexity (teacher forced), and BLEU/chrF of greedy outputs."""
+        """Dev loss and perplexity (teacher forced), and BLEU/chrF/ROUGE-L of greedy outputs."""
         tc = self.config.train
         nll, tokens = reference_nll(self.model, self.dev_examples, tc.batch_tokens * 2, self.device)
         figures = {"dev_loss": round(nll / max(tokens, 1), 4), "dev_ppl": round(perplexity(nll, tokens), 3)}
@@ -165,7 +165,7 @@ class Trainer:
             hyps = decode_examples(self.model, subset, decode_cfg, device=self.device)
             outputs = [self.codec.decode_target(h[0].tokens) for h in hyps]
             scores = score_outputs(outputs, self.dev_references)
-            figures.update(dev_bleu=scores["bleu"], dev_chrf=scores["chrf"])
+            figures.update(dev_bleu=scores["bleu"], dev_chrf=scores["chrf"], dev_rougeL=scores["rougeL"])
         return figures
 
     # ---- the loop -----------------------------------------------------------------------
