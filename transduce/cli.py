@@ -22,13 +22,19 @@ def _add_decode_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-length-ratio", type=float, help="also cap at this ratio of the source length")
     p.add_argument("--batch-size", type=int, help="sentences per decode batch")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    p.add_argument("--sample", action="store_true", default=None, help="sample tokens instead of searching")
+    p.add_argument("--temperature", type=float, help="sampling temperature")
+    p.add_argument("--top-k", type=int, help="sample among the k most probable tokens")
+    p.add_argument("--top-p", type=float, help="sample among the most probable tokens holding this mass")
+    p.add_argument("--seed", type=int, help="sampling seed")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
                    help="weights for decoding: fp32, or bf16 (faster where the CPU/GPU has bfloat16 support)")
 
 
 def _decode_overrides(args) -> dict:
     return dict(beam=args.beam, max_length=args.max_length, max_length_ratio=args.max_length_ratio,
-                batch_size=args.batch_size)
+                batch_size=args.batch_size, sample=args.sample, temperature=args.temperature, top_k=args.top_k,
+                top_p=args.top_p, seed=args.seed)
 
 
 def build_parser() -> argparse.ArgumentParser:

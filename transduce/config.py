@@ -148,12 +148,21 @@ class DecodeConfig:
     min_length: int = 0  # generated tokens before EOS is allowed
     length_penalty: str = "avg"  # avg (score / length) | none
     batch_size: int = 64  # sentences per decode batch
+    sample: bool = False  # draw tokens instead of searching
+    temperature: float = 1.0
+    top_k: int = 0  # 0 = no top-k restriction
+    top_p: float = 1.0  # 1.0 = no nucleus restriction
+    seed: int = 0  # sampling seed: the same seed gives the same samples
 
     def __post_init__(self) -> None:
         _check_positive("decode.beam", self.beam)
         _check_positive("decode.max_length", self.max_length)
         _check_positive("decode.batch_size", self.batch_size)
         _check_positive("decode.min_length", self.min_length, allow_zero=True)
+        _check_positive("decode.temperature", self.temperature)
+        _check_positive("decode.top_k", self.top_k, allow_zero=True)
+        if not 0 < self.top_p <= 1:
+            raise ConfigError(f"decode.top_p: must be in (0, 1], got {self.top_p}")
         _check_choice("decode.length_penalty", self.length_penalty, ("avg", "none"))
         if self.max_length_ratio is not None:
             _check_positive("decode.max_length_ratio", self.max_length_ratio)

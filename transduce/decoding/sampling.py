@@ -1,0 +1,73 @@
+"""Sampling: draw each next token from the model's distribution, sharpened by a temperature
+and restricted to the top-k tokens and/or the smallest set holding top-p of the mass.
+
+Runs on the same incremental steps as greedy and beam search; a seeded generator makes the
+draws reproducible. Scores are the model's own (untempered, unrestricted) log-probabilities.
+"""
+from __future__ import annotations
+
+import torch
+
+from transduce.constants import BOS, EOS
+from transduce.decoding.results import Hypothesis
+from transduce.decoding.scoring import constrain, normalise
+
+
+def restrict(log_probs: torch.Tensor, temperature: float, top_k: int, top_p: float) -> torch.Tensor:
+    """Log-weights to sample from: tempered, with tokens outside top-k / top-p set to -inf.
+
+    Shape: (N, V) -> (N, V)
+    """
+    scores = log_probs / temperature
+    if 0 < top_k < scores.size(1):
+        kth = scores.topk(top_k, dim=1).values[:, -1:]  # (N, 1)
+        scores = scores.masked_fill(scores < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_scores, order = scores.sort(dim=1, descending=True)
+        probs = torch.softmax(sorted_scores, dim=1)
+        mass_before = probs.cumsum(dim=1) - probs  # mass of the tokens ranked above each one
+        drop_sorted = mass_before >= top_p  # the most probable token is always kept
+        drop = torch.zeros_like(drop_sorted).scatter(1, order, drop_sorted)
+        scores = scores.masked_fill(drop, float("-inf"))
+    return scores
+
+
+@torch.inference_mode()
+def sample_search(
+    model, src: torch.Tensor, src_mask: torch.Tensor, src_lengths: torch.Tensor, caps: torch.Tensor, *,
+    temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, generator: torch.Generator | None = None,
+    length_penalty: str = "avg", min_length: int = 0,
+) -> list[Hypothesis]:
+    """One sample per sentence. Shape: src, src_mask (B, S); src_lengths, caps (B,)"""
+    B, device = src.size(0), src.device
+    enc = model.encode(src, src_mask, src_lengths)
+    state = model.init_state(enc)
+    caps = caps.to(device)
+    rows = torch.arange(B, device=device)
+    out = torch.full((B, int(caps.max()) + 1), EOS, dtype=torch.long, device=device)
+    total = torch.zeros(B, dtype=torch.float64, device=device)
+    lengths = torch.zeros(B, dtype=torch.long, device=device)
+    prev = torch.full((B,), BOS, dtype=torch.long, device=device)
+    t = 0
+    while True:
+        lp, state = model.decode_step(prev, enc, state)  # (n, V)
+        lp = constrain(lp.float(), t, min_length, caps[rows] <= t)
+        weights = torch.softmax(restrict(lp, temperature, top_k, top_p), dim=1)
+        tok = torch.multinomial(weights, 1, generator=generator).squeeze(1)  # (n,)
+        out[rows, t] = tok
+        total[rows] += lp.gather(1, tok.unsqueeze(1)).squeeze(1).double()
+        t += 1
+        ended = tok.eq(EOS)
+        if bool(ended.any()):
+            lengths[rows[ended]] = t
+            keep = (~ended).nonzero().flatten()
+            if not keep.numel():
+                break
+            rows, tok = rows[keep], tok[keep]
+            enc, state = enc.select(keep), state.select(keep)
+        prev = tok
+    out, total, lengths = out.tolist(), total.tolist(), lengths.tolist()
+    return [
+        Hypothesis(out[r][: lengths[r] - 1], normalise(total[r], lengths[r], length_penalty), total[r])
+        for r in range(B)
+    ]
