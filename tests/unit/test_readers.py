@@ -1,5 +1,4 @@
 import gzip
-import pickle
 
 import pytest
 
@@ -27,12 +26,6 @@ def test_data_error_message_is_one_line():
     assert str(err) == "a.tsv:3: empty source"
     assert str(DataError("a.tsv", None, "file not found")) == "a.tsv: file not found"
     assert isinstance(err, ValueError)
-
-
-def test_data_error_survives_pickling():
-    err = pickle.loads(pickle.dumps(DataError("a.tsv", 3, "empty source")))
-    assert (err.path, err.line, err.problem, str(err)) == ("a.tsv", 3, "empty source",
-                                                          "a.tsv:3: empty source")
 
 
 # ---------------------------------------------------------------- TSV

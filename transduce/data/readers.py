@@ -39,10 +39,6 @@ class DataError(ValueError):
         where = self.path if line is None else f"{self.path}:{line}"
         super().__init__(f"{where}: {problem}")
 
-    def __reduce__(self):
-        # Rebuild from the three fields, so the error survives pickling (worker processes).
-        return (type(self), (self.path, self.line, self.problem))
-
 
 @dataclass
 class Pair:

@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 
 from transduce.constants import BOS, EOS
-from transduce.decoding.results import Hypothesis
-from transduce.decoding.scoring import constrain, normalise
+from transduce.decoding.results import Hypothesis, hypotheses_from_buffers
+from transduce.decoding.scoring import constrain
 
 
 @torch.inference_mode()
@@ -73,8 +73,4 @@ def greedy_search(
                     break
                 enc, state = enc.select(keep), state.select(keep)
         prev = tok
-    out, total, lengths = out.tolist(), total.tolist(), lengths.tolist()
-    return [
-        Hypothesis(out[r][: lengths[r] - 1], normalise(total[r], lengths[r], length_penalty), total[r])
-        for r in range(B)
-    ]
+    return hypotheses_from_buffers(out, total, lengths, length_penalty)
