@@ -70,34 +70,56 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    """The network: an attention RNN encoder-decoder."""
+    """The network: an attention RNN or a Transformer encoder-decoder, and the title-generation extras."""
 
-    arch: str = "lstm"  # lstm | gru
+    arch: str = "lstm"  # lstm | gru | transformer
     embed_dim: int = 256
-    hidden: int = 256  # encoder output size (both directions together) and decoder size
+    hidden: int = 256  # RNN: encoder output size (both directions together) and decoder size; Transformer: d_model
     encoder_layers: int = 2
     decoder_layers: int = 2
-    bidirectional: bool = True
-    attention: str = "general"  # dot | general (Luong) | bahdanau (additive)
-    input_feeding: bool = True
-    bridge: bool = True  # learned map from encoder final states to decoder initial states
+    bidirectional: bool = True  # RNN encoder
+    attention: str = "general"  # RNN: dot | general (Luong) | bahdanau (additive)
+    input_feeding: bool = True  # RNN
+    bridge: bool = True  # RNN: learned map from encoder final states to decoder initial states
     dropout: float = 0.1
+    heads: int = 4  # Transformer attention heads
+    ff_size: int = 1024  # Transformer feed-forward inner size
+    norm: str = "pre"  # Transformer: pre (LayerNorm before each block) | post (after the residual, as in Vaswani)
+    positions: str = "sinusoidal"  # Transformer: sinusoidal | learned
+    max_positions: int = 1024  # Transformer with learned positions: longest sequence
+    attention_dropout: float = 0.1  # Transformer: dropout on attention weights
     share_embeddings: bool = False  # source embedding = target embedding (needs data.shared_vocab)
     tie_output: bool = True  # target embedding = output projection (needs embed_dim == hidden)
+    source_prior: bool = False  # logits averaged with a learned scale-and-shift of the source's 0/1 token vector
+    copy: bool = False  # pointer-generator: copy source tokens, even ones outside the target vocabulary
+    coverage: bool = False  # copy models: coverage vector in the attention and coverage loss
+    coverage_weight: float = 1.0  # weight of the coverage loss
 
     def __post_init__(self) -> None:
-        _check_choice("model.arch", self.arch, ("lstm", "gru"))
+        _check_choice("model.arch", self.arch, ("lstm", "gru", "transformer"))
         _check_choice("model.attention", self.attention, ("dot", "general", "bahdanau"))
-        for key in ("embed_dim", "hidden", "encoder_layers", "decoder_layers"):
+        _check_choice("model.norm", self.norm, ("pre", "post"))
+        _check_choice("model.positions", self.positions, ("sinusoidal", "learned"))
+        for key in ("embed_dim", "hidden", "encoder_layers", "decoder_layers", "heads", "ff_size", "max_positions"):
             _check_positive(f"model.{key}", getattr(self, key))
-        if self.bidirectional and self.hidden % 2:
+        _check_positive("model.coverage_weight", self.coverage_weight, allow_zero=True)
+        if self.arch != "transformer" and self.bidirectional and self.hidden % 2:
             raise ConfigError(f"model.hidden: must be even with a bidirectional encoder, got {self.hidden}")
-        if not 0 <= self.dropout < 1:
-            raise ConfigError(f"model.dropout: must be in [0, 1), got {self.dropout}")
+        for key in ("dropout", "attention_dropout"):
+            if not 0 <= getattr(self, key) < 1:
+                raise ConfigError(f"model.{key}: must be in [0, 1), got {getattr(self, key)}")
         if self.tie_output and self.embed_dim != self.hidden:
             raise ConfigError(
                 f"model.tie_output needs model.embed_dim == model.hidden (got {self.embed_dim} and {self.hidden})"
             )
+        if self.arch == "transformer":
+            if self.embed_dim != self.hidden:
+                raise ConfigError(f"model.embed_dim must equal model.hidden for a Transformer "
+                                  f"(got {self.embed_dim} and {self.hidden})")
+            if self.hidden % self.heads:
+                raise ConfigError(f"model.hidden ({self.hidden}) must be a multiple of model.heads ({self.heads})")
+        if self.coverage and not self.copy:
+            raise ConfigError("model.coverage needs model.copy: true")
 
 
 @dataclass

@@ -15,9 +15,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from transduce.config import ModelConfig
-from transduce.constants import PAD
+from transduce.constants import UNK
 from transduce.models.attention import Attention
 from transduce.models.dropout import Dropout, dropout_mask
+from transduce.models.embeddings import make_embeddings, make_output
+from transduce.models.prior import SourcePrior, apply_prior
 from transduce.models.rnn_encoder import RNNEncoder
 from transduce.models.state import EncoderOutput, RNNState
 from transduce.models.time_batched import TimeBatchedWeight
@@ -85,18 +87,14 @@ class RecurrentCell(nn.Module):
 class RNNSeq2Seq(nn.Module):
     """Encoder-decoder with attention; implements the Seq2Seq protocol of `models.base`."""
 
-    def __init__(self, cfg: ModelConfig, src_vocab_size: int, tgt_vocab_size: int) -> None:
+    def __init__(self, cfg: ModelConfig, src_vocab_size: int, tgt_vocab_size: int,
+                 src_to_tgt: torch.Tensor | None = None) -> None:
         super().__init__()
         self.cfg = cfg
+        self.tgt_vocab_size = tgt_vocab_size
         H, E = cfg.hidden, cfg.embed_dim
         self.is_lstm = cfg.arch == "lstm"
-        self.src_embed = nn.Embedding(src_vocab_size, E, padding_idx=PAD)
-        if cfg.share_embeddings:
-            if src_vocab_size != tgt_vocab_size:
-                raise ValueError("model.share_embeddings needs one shared vocabulary (data.shared_vocab: true)")
-            self.tgt_embed = self.src_embed
-        else:
-            self.tgt_embed = nn.Embedding(tgt_vocab_size, E, padding_idx=PAD)
+        self.src_embed, self.tgt_embed = make_embeddings(cfg, src_vocab_size, tgt_vocab_size)
         self.encoder = RNNEncoder(cfg.arch, E, H, cfg.encoder_layers, cfg.bidirectional, cfg.dropout)
         if cfg.bridge:
             self.bridge_h = nn.Linear(H, H)
@@ -108,14 +106,9 @@ class RNNSeq2Seq(nn.Module):
         )
         self.attention = Attention(cfg.attention, H)
         self.combine = nn.Linear(2 * H, H, bias=False)  # Luong's W_c [context; h]
-        self.output = nn.Linear(H, tgt_vocab_size)
-        if cfg.tie_output:
-            self.output.weight = self.tgt_embed.weight
+        self.output = make_output(cfg, self.tgt_embed, tgt_vocab_size)
+        self.prior = SourcePrior(src_vocab_size, tgt_vocab_size, src_to_tgt) if cfg.source_prior else None
         self.dropout = Dropout(cfg.dropout)
-        for emb in {self.src_embed, self.tgt_embed}:
-            nn.init.normal_(emb.weight, std=E ** -0.5)
-            with torch.no_grad():
-                emb.weight[PAD].zero_()
 
     # ---- encoder -------------------------------------------------------------------------
     def encode(self, src: torch.Tensor, src_mask: torch.Tensor, src_lengths: torch.Tensor) -> EncoderOutput:
@@ -134,8 +127,9 @@ class RNNSeq2Seq(nn.Module):
         else:
             hidden = tuple(finals)
             cell = tuple(torch.zeros_like(f) for f in finals) if self.is_lstm else None
+        prior = self.prior(src, src_mask) if self.prior is not None else None
         return EncoderOutput(memory=memory, keys=self.attention.precompute(memory), src_mask=src_mask,
-                             final=hidden, final_cell=cell)
+                             final=hidden, final_cell=cell, prior=prior)
 
     # ---- decoder -------------------------------------------------------------------------
     def init_state(self, enc: EncoderOutput) -> RNNState:
@@ -210,29 +204,33 @@ class RNNSeq2Seq(nn.Module):
             self._gate_cache_key = key
         return self._gate_cache
 
-    def log_probs(self, out: torch.Tensor) -> torch.Tensor:
-        """Attentional outputs -> log-probabilities. Shape: (..., H) -> (..., V)."""
-        return torch.log_softmax(self.output(out).float(), dim=-1)  # float32 even for a bfloat16 model
+    def log_probs(self, out: torch.Tensor, prior: torch.Tensor | None = None,
+                  rows: torch.Tensor | None = None) -> torch.Tensor:
+        """Attentional outputs -> log-probabilities, float32 even for a bfloat16 model.
+
+        Shape: out (N, H), prior (B, V), rows (N,) each output's source (None: N == B) -> (N, V)
+        """
+        return torch.log_softmax(self.logits(out, prior, rows), dim=-1)
+
+    def logits(self, out: torch.Tensor, prior: torch.Tensor | None, rows: torch.Tensor | None) -> torch.Tensor:
+        return apply_prior(self.output(out).float(), prior, rows)
 
     def decode_step(
         self, prev_tokens: torch.Tensor, enc: EncoderOutput, state: RNNState
     ) -> tuple[torch.Tensor, RNNState]:
         """Feed one new token per row. Shape: prev_tokens (B,) -> log_probs (B, V), state."""
+        prev_tokens = prev_tokens.masked_fill(prev_tokens >= self.tgt_vocab_size, UNK)  # copied tokens read as unk
         out, state = self._step(self._embed_gates(prev_tokens), enc, state, self._step_weights())
-        return self.log_probs(out), state
+        return self.log_probs(out, enc.prior), state
 
-    def output_projection(self) -> nn.Linear:
-        """The final linear map: log_probs = log_softmax(output_projection(features))."""
-        return self.output
+    def output_projection(self) -> nn.Linear | None:
+        """The final linear map, when log_probs = log_softmax(output_projection(features)) (not with a prior)."""
+        return None if self.prior is not None else self.output
 
-    def features(
+    def _teacher_forced(
         self, src: torch.Tensor, src_mask: torch.Tensor, src_lengths: torch.Tensor, tgt_in: torch.Tensor,
-        tgt_mask: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Teacher-forced attentional outputs, before the output projection.
-
-        Shape: src (B, S), tgt_in (B, T) -> (B, T, H), or (N, H) at the tgt_mask positions
-        """
+    ) -> tuple[torch.Tensor, EncoderOutput]:
+        """Attentional outputs of every target position. Shape: tgt_in (B, T) -> (B, T, H)"""
         enc = self.encode(src, src_mask, src_lengths)
         state = self.init_state(enc)
         gates = self._embed_gates(tgt_in.t())  # (T, B, G*H), all steps in one product, time-major
@@ -242,7 +240,17 @@ class RNNSeq2Seq(nn.Module):
         for t, gates_t in enumerate(gates):
             out, state = self._step(gates_t, enc, state, weights, None if masks is None else masks[t])
             outs.append(out)
-        outs = torch.stack(outs, dim=1)  # (B, T, H)
+        return torch.stack(outs, dim=1), enc  # (B, T, H)
+
+    def features(
+        self, src: torch.Tensor, src_mask: torch.Tensor, src_lengths: torch.Tensor, tgt_in: torch.Tensor,
+        tgt_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Teacher-forced attentional outputs, before the output projection.
+
+        Shape: src (B, S), tgt_in (B, T) -> (B, T, H), or (N, H) at the tgt_mask positions
+        """
+        outs = self._teacher_forced(src, src_mask, src_lengths, tgt_in)[0]
         return outs if tgt_mask is None else outs[tgt_mask]
 
     def forward(
@@ -253,7 +261,15 @@ class RNNSeq2Seq(nn.Module):
 
         Shape: src (B, S), tgt_in (B, T) -> log_probs (B, T, V); with tgt_mask (B, T) only the
         N real positions are projected onto the vocabulary: (N, V). normalize=False returns the
-        logits instead.
+        logits instead (with the prior applied).
         """
-        outs = self.features(src, src_mask, src_lengths, tgt_in, tgt_mask)
-        return self.log_probs(outs) if normalize else self.output(outs)
+        outs, enc = self._teacher_forced(src, src_mask, src_lengths, tgt_in)
+        B, T = tgt_in.shape
+        rows = torch.arange(B, device=tgt_in.device).unsqueeze(1).expand(B, T)  # (B, T) source of each position
+        if tgt_mask is not None:
+            outs, rows = outs[tgt_mask], rows[tgt_mask]
+        else:
+            outs, rows = outs.reshape(B * T, -1), rows.reshape(-1)
+        logits = self.logits(outs, enc.prior, rows)
+        scores = torch.log_softmax(logits, dim=-1) if normalize else logits
+        return scores if tgt_mask is not None else scores.view(B, T, -1)

@@ -39,6 +39,7 @@ class EncoderOutput:
         memory: (B, S, H) encoder states; keys: (B, S, A) their attention projection
         src_mask: (B, S) True on real tokens; final: per decoder layer (B, H) initial states
         final_cell: same for LSTM cells, None for GRU
+        prior: (B, V) the source-vocabulary prior ŷ, or None
     """
 
     memory: torch.Tensor
@@ -46,6 +47,7 @@ class EncoderOutput:
     src_mask: torch.Tensor
     final: tuple[torch.Tensor, ...]
     final_cell: tuple[torch.Tensor, ...] | None
+    prior: torch.Tensor | None = None
 
     def select(self, indices: torch.Tensor) -> "EncoderOutput":
         return EncoderOutput(
@@ -54,6 +56,7 @@ class EncoderOutput:
             src_mask=_select(self.src_mask, indices),
             final=tuple(_select(h, indices) for h in self.final),
             final_cell=None if self.final_cell is None else tuple(_select(c, indices) for c in self.final_cell),
+            prior=_select(self.prior, indices),
         )
 
     def cat(self, other: "EncoderOutput") -> "EncoderOutput":
@@ -66,6 +69,7 @@ class EncoderOutput:
             final=tuple(_cat_rows(a, b) for a, b in zip(self.final, other.final)),
             final_cell=None if self.final_cell is None else tuple(
                 _cat_rows(a, b) for a, b in zip(self.final_cell, other.final_cell)),
+            prior=_cat_rows(self.prior, other.prior),
         )
 
 
@@ -102,3 +106,141 @@ class RNNState:
             feed=_cat_rows(self.feed, other.feed),
             attention=_cat_rows(self.attention, other.attention, width),
         )
+
+
+def _pad_time_left(t: torch.Tensor, width: int) -> torch.Tensor:
+    """Zeros in front of dim 2 (cache time) up to `width`: the newest entries stay aligned."""
+    if t.size(2) == width:
+        return t
+    pad = t.new_zeros(t.size(0), t.size(1), width - t.size(2), t.size(3))
+    return torch.cat([pad, t], dim=2)
+
+
+def _pad_heads_source(t: torch.Tensor, width: int) -> torch.Tensor:
+    """Zeros after dim 2 (source positions) of (B, h, S, d) up to `width`."""
+    if t.size(2) == width:
+        return t
+    return torch.cat([t, t.new_zeros(t.size(0), t.size(1), width - t.size(2), t.size(3))], dim=2)
+
+
+@dataclass
+class TransformerMemory:
+    """The encoder's output and what every decoder step reads from it, computed once per source.
+
+    Shape:
+        memory: (B, S, H); src_mask: (B, S) True on real tokens
+        keys, values: per decoder layer (B, heads, S, d), the cross-attention projections
+        prior: (B, V) the source-vocabulary prior ŷ, or None
+    """
+
+    memory: torch.Tensor
+    src_mask: torch.Tensor
+    keys: tuple[torch.Tensor, ...]
+    values: tuple[torch.Tensor, ...]
+    prior: torch.Tensor | None = None
+
+    def select(self, indices: torch.Tensor) -> "TransformerMemory":
+        return TransformerMemory(
+            memory=self.memory.index_select(0, indices),
+            src_mask=self.src_mask.index_select(0, indices),
+            keys=tuple(k.index_select(0, indices) for k in self.keys),
+            values=tuple(v.index_select(0, indices) for v in self.values),
+            prior=_select(self.prior, indices),
+        )
+
+    def cat(self, other: "TransformerMemory") -> "TransformerMemory":
+        """Rows of both, sources padded to the wider one (padded positions are masked)."""
+        width = max(self.memory.size(1), other.memory.size(1))
+        return TransformerMemory(
+            memory=_cat_rows(self.memory, other.memory, width),
+            src_mask=_cat_rows(self.src_mask, other.src_mask, width),
+            keys=tuple(torch.cat([_pad_heads_source(a, width), _pad_heads_source(b, width)])
+                       for a, b in zip(self.keys, other.keys)),
+            values=tuple(torch.cat([_pad_heads_source(a, width), _pad_heads_source(b, width)])
+                         for a, b in zip(self.values, other.values)),
+            prior=_cat_rows(self.prior, other.prior),
+        )
+
+
+@dataclass
+class TransformerState:
+    """Per-layer self-attention caches of the tokens fed so far.
+
+    Rows that joined a running batch later have fewer tokens: their caches are padded in front
+    and `valid` marks the real entries (None while every row has all of its entries).
+    Shape:
+        keys, values: per layer (B, heads, t, d); positions: (B,) the next token's position
+        valid: (B, t) bool or None; attention: (B, S) last layer's cross-attention (head average)
+    """
+
+    keys: tuple[torch.Tensor, ...]
+    values: tuple[torch.Tensor, ...]
+    positions: torch.Tensor
+    valid: torch.Tensor | None = None
+    attention: torch.Tensor | None = None
+
+    def step_mask(self) -> torch.Tensor | None:
+        """Which cache entries (plus the token being fed) a new query may attend to: (B, 1, 1, t + 1)."""
+        if self.valid is None:
+            return None
+        new = self.valid.new_ones(self.valid.size(0), 1)
+        return torch.cat([self.valid, new], dim=1)[:, None, None, :]
+
+    def advanced(self, keys: tuple, values: tuple, attention: torch.Tensor | None) -> "TransformerState":
+        """The state after one more token (caches already extended by the layers)."""
+        valid = None
+        if self.valid is not None:
+            valid = torch.cat([self.valid, self.valid.new_ones(self.valid.size(0), 1)], dim=1)
+        return TransformerState(keys, values, self.positions + 1, valid, attention)
+
+    def select(self, indices: torch.Tensor) -> "TransformerState":
+        state = TransformerState(
+            keys=tuple(k.index_select(0, indices) for k in self.keys),
+            values=tuple(v.index_select(0, indices) for v in self.values),
+            positions=self.positions.index_select(0, indices),
+            valid=_select(self.valid, indices),
+            attention=_select(self.attention, indices),
+        )
+        return state._trimmed()
+
+    def cat(self, other: "TransformerState") -> "TransformerState":
+        """Rows of both; the shorter caches are padded in front and marked invalid there."""
+        t_a, t_b = self.keys[0].size(2), other.keys[0].size(2)
+        width = max(t_a, t_b)
+        width_att = None
+        if self.attention is not None and other.attention is not None:
+            width_att = max(self.attention.size(1), other.attention.size(1))
+        valid = None
+        if t_a != t_b or self.valid is not None or other.valid is not None:
+            valid = torch.cat([_valid_padded(self, width), _valid_padded(other, width)])
+        return TransformerState(
+            keys=tuple(torch.cat([_pad_time_left(a, width), _pad_time_left(b, width)])
+                       for a, b in zip(self.keys, other.keys)),
+            values=tuple(torch.cat([_pad_time_left(a, width), _pad_time_left(b, width)])
+                         for a, b in zip(self.values, other.values)),
+            positions=torch.cat([self.positions, other.positions]),
+            valid=valid,
+            attention=_cat_rows(self.attention, other.attention, width_att),
+        )
+
+    def _trimmed(self) -> "TransformerState":
+        """Drop leading cache columns that no row uses any more (rows that joined late and
+        outlived the longer ones); `valid` goes back to None once every entry is real."""
+        if self.valid is None:
+            return self
+        used = self.valid.any(dim=0)  # (t,)
+        first = int(used.long().argmax()) if bool(used.any()) else self.valid.size(1)
+        valid = self.valid[:, first:]
+        keys = tuple(k[:, :, first:] for k in self.keys) if first else self.keys
+        values = tuple(v[:, :, first:] for v in self.values) if first else self.values
+        return TransformerState(keys, values, self.positions, None if bool(valid.all()) else valid, self.attention)
+
+
+def _valid_padded(state: TransformerState, width: int) -> torch.Tensor:
+    """(B, width) validity of a state's cache entries after padding in front to `width`."""
+    B, t = state.positions.size(0), state.keys[0].size(2)
+    valid = state.valid if state.valid is not None else torch.ones(B, t, dtype=torch.bool,
+                                                                   device=state.positions.device)
+    if t < width:
+        valid = torch.cat([valid.new_zeros(B, width - t), valid], dim=1)
+    return valid

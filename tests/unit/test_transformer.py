@@ -1,0 +1,228 @@
+"""The Transformer: incremental decoding with caches equals the full pass (also after beam
+reordering and after rows join a running batch), padding changes nothing, both norms and
+both position kinds work, attention weights are a distribution over real source tokens."""
+import itertools
+
+import pytest
+import torch
+
+from transduce.config import ConfigError, ModelConfig
+from transduce.constants import BOS, EOS
+from transduce.data.batching import Example, collate
+from transduce.decoding.beam import beam_search
+from transduce.decoding.greedy import greedy_search
+from transduce.models.builder import build_model
+from transduce.models.transformer import TransformerSeq2Seq, sinusoidal_positions
+
+SRC_V, TGT_V = 13, 11
+TOL = 1e-5
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _model(norm="pre", positions="sinusoidal", layers=(2, 2), seed=0, vocab=(SRC_V, TGT_V), **extra):
+    torch.manual_seed(seed)
+    cfg = ModelConfig(arch="transformer", embed_dim=16, hidden=16, heads=4, ff_size=32, encoder_layers=layers[0],
+                      decoder_layers=layers[1], norm=norm, positions=positions, dropout=0.2,
+                      attention_dropout=0.2, max_positions=64, **extra)
+    model = build_model(cfg, *vocab)
+    assert isinstance(model, TransformerSeq2Seq)
+    return model.eval()
+
+
+def _batch(seed=1, src_lengths=(7, 3, 5, 1), tgt_lengths=(4, 6, 2, 3)):
+    g = torch.Generator().manual_seed(seed)
+    examples = [
+        Example(torch.randint(4, SRC_V, (s,), generator=g).tolist(),
+                torch.randint(4, TGT_V, (t,), generator=g).tolist(), i)
+        for i, (s, t) in enumerate(zip(src_lengths, tgt_lengths))
+    ]
+    return examples, collate(examples)
+
+
+def _incremental(model, batch):
+    with torch.no_grad():
+        enc = model.encode(batch.src, batch.src_mask, batch.src_lengths)
+        state = model.init_state(enc)
+        steps, attention = [], []
+        for t in range(batch.tgt_in.size(1)):
+            lp, state = model.decode_step(batch.tgt_in[:, t], enc, state)
+            steps.append(lp)
+            attention.append(state.attention)
+        return torch.stack(steps, 1), attention
+
+
+GRID = list(itertools.product(("pre", "post"), ("sinusoidal", "learned"), ((1, 1), (2, 3))))
+
+
+@pytest.mark.parametrize("norm,positions,layers", GRID)
+def test_incremental_equals_full_pass(norm, positions, layers):
+    model = _model(norm, positions, layers)
+    _, batch = _batch()
+    with torch.no_grad():
+        full = model(batch.src, batch.src_mask, batch.src_lengths, batch.tgt_in)
+    inc, _ = _incremental(model, batch)
+    mask = batch.tgt_mask
+    assert torch.allclose(full[mask], inc[mask], atol=TOL)
+
+
+def test_masked_forward_returns_the_real_rows_and_features_match():
+    model = _model()
+    _, batch = _batch()
+    with torch.no_grad():
+        full = model(batch.src, batch.src_mask, batch.src_lengths, batch.tgt_in)
+        masked = model(batch.src, batch.src_mask, batch.src_lengths, batch.tgt_in, batch.tgt_mask)
+        feats = model.features(batch.src, batch.src_mask, batch.src_lengths, batch.tgt_in, batch.tgt_mask)
+    assert torch.allclose(full[batch.tgt_mask], masked, atol=TOL)
+    proj = model.output_projection()
+    assert torch.allclose(torch.log_softmax(proj(feats), -1), masked, atol=TOL)
+
+
+def test_padding_invariance():
+    """A sentence decoded alone or beside longer ones gets the same scores."""
+    model = _model()
+    examples, batch = _batch()
+    inc, _ = _incremental(model, batch)
+    for i, ex in enumerate(examples):
+        alone = collate([ex])
+        single, _ = _incremental(model, alone)
+        T = len(ex.tgt) + 1
+        assert torch.allclose(single[0, :T], inc[i, :T], atol=TOL)
+
+
+def test_cache_reordering_follows_rows():
+    """Decode a few steps, permute/duplicate rows with select, continue: equals decoding the
+    permuted batch from the start."""
+    model = _model()
+    _, batch = _batch()
+    order = torch.tensor([2, 0, 0, 3, 1])
+    with torch.no_grad():
+        enc = model.encode(batch.src, batch.src_mask, batch.src_lengths)
+        state = model.init_state(enc)
+        for t in range(2):
+            _, state = model.decode_step(batch.tgt_in[:, t], enc, state)
+        enc_r, state_r = enc.select(order), state.select(order)
+        lp_r, _ = model.decode_step(batch.tgt_in[order, 2], enc_r, state_r)
+        enc2 = model.encode(batch.src[order], batch.src_mask[order], batch.src_lengths[order])
+        state2 = model.init_state(enc2)
+        for t in range(3):
+            lp2, state2 = model.decode_step(batch.tgt_in[order, t], enc2, state2)
+    assert torch.allclose(lp_r, lp2, atol=TOL)
+
+
+def test_rows_joining_a_running_batch_decode_as_alone():
+    """`cat` of a state 3 tokens in with a fresh one (caches padded in front) gives each row the
+    scores it gets alone; after the older rows leave, the padding is trimmed away."""
+    model = _model()
+    _, batch = _batch()
+    a, b = torch.tensor([0, 1]), torch.tensor([2, 3])
+    with torch.no_grad():
+        enc_a = model.encode(batch.src[a], batch.src_mask[a], batch.src_lengths[a])
+        state_a = model.init_state(enc_a)
+        for t in range(3):
+            _, state_a = model.decode_step(batch.tgt_in[a, t], enc_a, state_a)
+        width = int(batch.src_lengths[b].max())
+        enc_b = model.encode(batch.src[b, :width], batch.src_mask[b, :width], batch.src_lengths[b])
+        enc, state = enc_a.cat(enc_b), state_a.cat(model.init_state(enc_b))
+        assert state.valid is not None
+        prev = torch.cat([batch.tgt_in[a, 3], torch.full((2,), BOS)])
+        lp, state = model.decode_step(prev, enc, state)
+        lp_b2, state = model.decode_step(torch.cat([torch.full((2,), 5), batch.tgt_in[b, 1]]), enc, state)
+        only_b = state.select(torch.tensor([2, 3]))
+        assert only_b.valid is None and only_b.keys[0].size(2) == 2  # front padding trimmed
+    ref, _ = _incremental(model, collate([Example(batch.src[i, :int(batch.src_lengths[i])].tolist(),
+                                                  batch.tgt_out[i][batch.tgt_mask[i]][:-1].tolist())
+                                          for i in range(4)]))
+    assert torch.allclose(lp[:2], ref[:2, 3], atol=TOL)
+    assert torch.allclose(lp[2:], ref[2:, 0], atol=TOL)
+    assert torch.allclose(lp_b2[2:], ref[2:, 1], atol=TOL)
+
+
+def test_streamed_greedy_equals_whole_batch_and_greedy_equals_beam_one():
+    model = _model()
+    _, batch = _batch(src_lengths=(9, 8, 7, 6, 5, 4, 3, 2, 1), tgt_lengths=(1,) * 9)
+    caps = torch.full((9,), 12)
+    args = (model, batch.src, batch.src_mask, batch.src_lengths, caps)
+    whole = greedy_search(*args)
+    streamed = greedy_search(*args, max_rows=2)
+    beam1 = beam_search(*args, beam=1)
+    assert [h.tokens for h in whole] == [h.tokens for h in streamed] == [b[0].tokens for b in beam1]
+    assert all(abs(h.score - s.score) < 1e-4 for h, s in zip(whole, streamed))
+
+
+def test_beam_scores_equal_teacher_forced_scores():
+    """Each beam hypothesis's log-probability equals the full pass's score of its tokens: the
+    caches followed the surviving beams."""
+    model = _model(seed=3)
+    _, batch = _batch(seed=4)
+    caps = torch.full((4,), 8)
+    nbest = beam_search(model, batch.src, batch.src_mask, batch.src_lengths, caps, beam=4, nbest=3)
+    for i, hyps in enumerate(nbest):
+        for hyp in hyps:
+            n = int(batch.src_lengths[i])
+            tgt_in = torch.tensor([[BOS] + hyp.tokens])
+            tgt_out = torch.tensor([hyp.tokens + [EOS]])
+            with torch.no_grad():
+                lp = model(batch.src[i:i + 1, :n], batch.src_mask[i:i + 1, :n], batch.src_lengths[i:i + 1], tgt_in)
+            total = float(lp.gather(2, tgt_out.unsqueeze(2)).sum())
+            assert abs(total - hyp.log_prob) < 1e-4
+
+
+def test_attention_weights_are_distributions_over_real_source_tokens():
+    model = _model()
+    _, batch = _batch()
+    _, attention = _incremental(model, batch)
+    for att in attention:
+        assert torch.allclose(att.sum(1), torch.ones(4), atol=1e-5)
+        assert float(att[~batch.src_mask].abs().sum()) == 0.0
+
+
+def test_dropout_only_in_training_and_training_learns():
+    model = _model()
+    _, batch = _batch()
+    args = (batch.src, batch.src_mask, batch.src_lengths, batch.tgt_in, batch.tgt_mask)
+    with torch.no_grad():
+        assert torch.equal(model(*args), model(*args))
+    model.train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(80):
+        lp = model(*args)
+        loss = -lp.gather(1, batch.tgt_out[batch.tgt_mask].unsqueeze(1)).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+    assert losses[-1] < losses[0] * 0.5
+
+
+def test_tied_and_shared_embeddings():
+    model = _model(vocab=(TGT_V, TGT_V), share_embeddings=True)
+    assert model.src_embed.weight is model.tgt_embed.weight is model.output.weight
+
+
+def test_learned_positions_reject_a_too_long_source():
+    model = _model(positions="learned")
+    src = torch.full((1, 70), 5)
+    with pytest.raises(ValueError, match="max_positions"):
+        model.encode(src, src.ne(0), torch.tensor([70]))
+
+
+def test_sinusoidal_positions_values():
+    table = sinusoidal_positions(torch.arange(3), 4)
+    assert torch.allclose(table[0], torch.tensor([0.0, 0.0, 1.0, 1.0]))
+    assert torch.allclose(table[2, 0], torch.sin(torch.tensor(2.0)))
+    assert torch.allclose(table[1, 1], torch.sin(torch.tensor(1e-4)))
+
+
+def test_config_checks():
+    with pytest.raises(ConfigError, match="multiple of model.heads"):
+        ModelConfig(arch="transformer", embed_dim=18, hidden=18, heads=4)
+    with pytest.raises(ConfigError, match="embed_dim must equal"):
+        ModelConfig(arch="transformer", embed_dim=8, hidden=16, tie_output=False)

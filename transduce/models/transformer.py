@@ -1,0 +1,286 @@
+"""Transformer encoder-decoder (Vaswani et al. 2017), pre-norm or post-norm, with cached incremental decoding.
+
+Attention runs through `scaled_dot_product_attention` (fused kernels on CPU and GPU). When
+decoding, each step feeds only the newest token: every decoder layer appends that token's
+key and value to its cache in the `TransformerState`, and the cross-attention keys and values
+are projected once per source in `encode`. Beam search reorders the caches with `select`.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from transduce.config import ModelConfig
+from transduce.constants import UNK
+from transduce.models.dropout import Dropout
+from transduce.models.embeddings import make_embeddings, make_output
+from transduce.models.prior import SourcePrior, apply_prior
+from transduce.models.state import TransformerMemory, TransformerState
+
+
+def sinusoidal_positions(positions: torch.Tensor, dim: int) -> torch.Tensor:
+    """sin / cos encodings of positions, first half sines. Shape: positions (...) -> (..., dim)"""
+    half = dim // 2
+    inv_freq = torch.exp(torch.arange(half, device=positions.device, dtype=torch.float32)
+                         * (-math.log(10000.0) / max(half - 1, 1)))
+    angles = positions.float().unsqueeze(-1) * inv_freq  # (..., half)
+    table = torch.cat([torch.sin(angles), torch.cos(angles)], dim=-1)
+    return F.pad(table, (0, dim - 2 * half))
+
+
+class MultiHeadAttention(nn.Module):
+    """Multi-head attention; queries and keys/values projected separately so that the keys and
+    values of a source (or of past target tokens) are computed once and cached."""
+
+    def __init__(self, dim: int, heads: int, dropout: float) -> None:
+        super().__init__()
+        self.heads, self.head_dim, self.dropout = heads, dim // heads, dropout
+        self.query = nn.Linear(dim, dim)
+        self.key_value = nn.Linear(dim, 2 * dim)
+        self.out = nn.Linear(dim, dim)
+
+    def split(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, _ = x.shape
+        return x.view(B, T, self.heads, self.head_dim).transpose(1, 2)  # (B, h, T, d)
+
+    def keys_values(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Shape: x (B, T, H) -> keys, values (B, h, T, d)"""
+        k, v = self.key_value(x).chunk(2, dim=-1)
+        return self.split(k), self.split(v)
+
+    def forward(
+        self, x: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor | None = None,
+        causal: bool = False, weights: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Attend from x to keys/values; `mask` (B, 1, 1|T, S) True where attention is allowed.
+
+        With weights=True the attention weights, averaged over heads, come back too (computed
+        explicitly, for display: SDPA does not return them).
+        Shape: x (B, T, H), keys, values (B, h, S, d) -> (B, T, H), weights (B, T, S) or None
+        """
+        B, T, H = x.shape
+        q = self.split(self.query(x))  # (B, h, T, d)
+        p = self.dropout if self.training else 0.0
+        if weights:
+            scores = q @ keys.transpose(-1, -2) / math.sqrt(self.head_dim)  # (B, h, T, S)
+            if mask is not None:
+                scores = scores.masked_fill(~mask, float("-inf"))
+            probs = torch.softmax(scores.float(), dim=-1).to(q.dtype)
+            ctx = F.dropout(probs, p, self.training) @ values  # (B, h, T, d)
+            averaged = probs.mean(dim=1)  # (B, T, S)
+        else:
+            ctx = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, dropout_p=p, is_causal=causal)
+            averaged = None
+        return self.out(ctx.transpose(1, 2).reshape(B, T, H)), averaged
+
+
+class FeedForward(nn.Module):
+    def __init__(self, dim: int, inner: int, dropout: float) -> None:
+        super().__init__()
+        self.inner, self.outer, self.dropout = nn.Linear(dim, inner), nn.Linear(inner, dim), Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.outer(self.dropout(F.relu(self.inner(x))))
+
+
+class Sublayer(nn.Module):
+    """Residual around a block, with LayerNorm before it (pre-norm) or after the sum (post-norm)."""
+
+    def __init__(self, dim: int, dropout: float, pre_norm: bool) -> None:
+        super().__init__()
+        self.norm, self.dropout, self.pre_norm = nn.LayerNorm(dim), Dropout(dropout), pre_norm
+
+    def before(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(x) if self.pre_norm else x
+
+    def after(self, x: torch.Tensor, block_out: torch.Tensor) -> torch.Tensor:
+        y = x + self.dropout(block_out)
+        return y if self.pre_norm else self.norm(y)
+
+
+class EncoderLayer(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        pre = cfg.norm == "pre"
+        self.attention = MultiHeadAttention(cfg.hidden, cfg.heads, cfg.attention_dropout)
+        self.feed_forward = FeedForward(cfg.hidden, cfg.ff_size, cfg.dropout)
+        self.sub_attention, self.sub_ff = Sublayer(cfg.hidden, cfg.dropout, pre), Sublayer(cfg.hidden, cfg.dropout, pre)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Shape: x (B, S, H), mask (B, 1, 1, S) -> (B, S, H)"""
+        h = self.sub_attention.before(x)
+        k, v = self.attention.keys_values(h)
+        x = self.sub_attention.after(x, self.attention(h, k, v, mask)[0])
+        return self.sub_ff.after(x, self.feed_forward(self.sub_ff.before(x)))
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        pre = cfg.norm == "pre"
+        self.self_attention = MultiHeadAttention(cfg.hidden, cfg.heads, cfg.attention_dropout)
+        self.cross_attention = MultiHeadAttention(cfg.hidden, cfg.heads, cfg.attention_dropout)
+        self.feed_forward = FeedForward(cfg.hidden, cfg.ff_size, cfg.dropout)
+        self.sub_self, self.sub_cross, self.sub_ff = (Sublayer(cfg.hidden, cfg.dropout, pre) for _ in range(3))
+
+    def forward(
+        self, x: torch.Tensor, self_kv: tuple[torch.Tensor, torch.Tensor] | None,
+        cross_kv: tuple[torch.Tensor, torch.Tensor], src_mask: torch.Tensor, self_mask: torch.Tensor | None,
+        weights: bool = False,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor], torch.Tensor | None]:
+        """One layer over new target positions.
+
+        Teacher forcing: self_kv None, causal attention over x itself. Incremental: x is the new
+        token, its key/value are appended to self_kv (the cache), `self_mask` marks valid cache
+        entries (None = all). Returns the output, the keys/values including x, and the
+        head-averaged cross-attention weights when asked.
+        Shape: x (B, T, H); self_kv (B, h, t, d) each; cross_kv (B, h, S, d) each; src_mask (B, 1, 1, S)
+        """
+        h = self.sub_self.before(x)
+        k, v = self.self_attention.keys_values(h)  # (B, h, T, d)
+        if self_kv is None:
+            attended = self.self_attention(h, k, v, causal=x.size(1) > 1)[0]
+        else:
+            k, v = torch.cat([self_kv[0], k], dim=2), torch.cat([self_kv[1], v], dim=2)
+            attended = self.self_attention(h, k, v, self_mask)[0]
+        x = self.sub_self.after(x, attended)
+        context, attention = self.cross_attention(self.sub_cross.before(x), *cross_kv, src_mask, weights=weights)
+        x = self.sub_cross.after(x, context)
+        x = self.sub_ff.after(x, self.feed_forward(self.sub_ff.before(x)))
+        return x, (k, v), attention
+
+
+class TransformerSeq2Seq(nn.Module):
+    """Encoder-decoder Transformer; implements the Seq2Seq protocol of `models.base`."""
+
+    def __init__(self, cfg: ModelConfig, src_vocab_size: int, tgt_vocab_size: int,
+                 src_to_tgt: torch.Tensor | None = None) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.tgt_vocab_size = tgt_vocab_size
+        self.src_embed, self.tgt_embed = make_embeddings(cfg, src_vocab_size, tgt_vocab_size)
+        if cfg.positions == "learned":
+            self.src_positions = nn.Embedding(cfg.max_positions, cfg.hidden)
+            self.tgt_positions = nn.Embedding(cfg.max_positions, cfg.hidden)
+            for table in (self.src_positions, self.tgt_positions):
+                nn.init.normal_(table.weight, std=cfg.hidden ** -0.5)
+        self.encoder_layers = nn.ModuleList(EncoderLayer(cfg) for _ in range(cfg.encoder_layers))
+        self.decoder_layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.decoder_layers))
+        pre = cfg.norm == "pre"
+        self.encoder_norm = nn.LayerNorm(cfg.hidden) if pre else nn.Identity()
+        self.decoder_norm = nn.LayerNorm(cfg.hidden) if pre else nn.Identity()
+        self.output = make_output(cfg, self.tgt_embed, tgt_vocab_size)
+        self.prior = SourcePrior(src_vocab_size, tgt_vocab_size, src_to_tgt) if cfg.source_prior else None
+        self.dropout = Dropout(cfg.dropout)
+        self.scale = math.sqrt(cfg.hidden)
+
+    def _embed(self, embed: nn.Embedding, tokens: torch.Tensor, positions: torch.Tensor, side: str) -> torch.Tensor:
+        """Scaled embeddings plus positions. Shape: tokens, positions (B, T) -> (B, T, H)"""
+        x = embed(tokens) * self.scale
+        if self.cfg.positions == "learned":
+            if int(positions.max()) >= self.cfg.max_positions:
+                raise ValueError(f"{side} longer than model.max_positions ({self.cfg.max_positions})")
+            pos = (self.src_positions if side == "source" else self.tgt_positions)(positions)
+        else:
+            pos = sinusoidal_positions(positions, self.cfg.hidden)
+        return self.dropout(x + pos.to(x.dtype))
+
+    # ---- encoder -------------------------------------------------------------------------
+    def encode(self, src: torch.Tensor, src_mask: torch.Tensor, src_lengths: torch.Tensor) -> TransformerMemory:
+        """Encode once per source, and project every decoder layer's cross-attention keys/values.
+
+        Shape: src, src_mask (B, S); src_lengths (B,)
+        """
+        positions = torch.arange(src.size(1), device=src.device).expand_as(src)
+        x = self._embed(self.src_embed, src, positions, "source")  # (B, S, H)
+        mask = src_mask[:, None, None, :]  # (B, 1, 1, S)
+        for layer in self.encoder_layers:
+            x = layer(x, mask)
+        memory = self.encoder_norm(x)
+        cross = [layer.cross_attention.keys_values(memory) for layer in self.decoder_layers]
+        prior = self.prior(src, src_mask) if self.prior is not None else None
+        return TransformerMemory(memory=memory, src_mask=src_mask, keys=tuple(k for k, _ in cross),
+                                 values=tuple(v for _, v in cross), prior=prior)
+
+    # ---- decoder -------------------------------------------------------------------------
+    def init_state(self, enc: TransformerMemory) -> TransformerState:
+        B, device = enc.memory.size(0), enc.memory.device
+        heads, head_dim = self.cfg.heads, self.cfg.hidden // self.cfg.heads
+        empty = enc.memory.new_zeros(B, heads, 0, head_dim)
+        layers = len(self.decoder_layers)
+        return TransformerState(keys=(empty,) * layers, values=(empty,) * layers,
+                                positions=torch.zeros(B, dtype=torch.long, device=device))
+
+    def decode_step(
+        self, prev_tokens: torch.Tensor, enc: TransformerMemory, state: TransformerState
+    ) -> tuple[torch.Tensor, TransformerState]:
+        """Feed one new token per row. Shape: prev_tokens (B,) -> log_probs (B, V), state."""
+        tokens = prev_tokens.masked_fill(prev_tokens >= self.tgt_vocab_size, UNK).unsqueeze(1)  # (B, 1)
+        positions = state.positions.unsqueeze(1)
+        if self.cfg.positions == "learned":
+            positions = positions.clamp(max=self.cfg.max_positions - 1)
+        x = self._embed(self.tgt_embed, tokens, positions, "target")  # (B, 1, H)
+        src_mask = enc.src_mask[:, None, None, :]
+        self_mask = state.step_mask()  # (B, 1, 1, t + 1) or None
+        keys, values, attention = [], [], None
+        last = len(self.decoder_layers) - 1
+        for i, layer in enumerate(self.decoder_layers):
+            x, (k, v), att = layer(x, (state.keys[i], state.values[i]), (enc.keys[i], enc.values[i]), src_mask,
+                                   self_mask, weights=i == last)
+            keys.append(k)
+            values.append(v)
+            attention = att if att is not None else attention
+        out = self.decoder_norm(x).squeeze(1)  # (B, H)
+        new_state = state.advanced(tuple(keys), tuple(values), attention.squeeze(1))
+        return self.log_probs(out, enc.prior), new_state
+
+    def log_probs(self, out: torch.Tensor, prior: torch.Tensor | None, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """Decoder outputs -> log-probabilities (float32). Shape: (N, H) -> (N, V)"""
+        return torch.log_softmax(apply_prior(self.output(out).float(), prior, rows), dim=-1)
+
+    def output_projection(self) -> nn.Linear | None:
+        """The final linear map, when log_probs = log_softmax(output(features)) (not with a prior)."""
+        return None if self.prior is not None else self.output
+
+    def _teacher_forced(
+        self, src: torch.Tensor, src_mask: torch.Tensor, src_lengths: torch.Tensor, tgt_in: torch.Tensor,
+    ) -> tuple[torch.Tensor, TransformerMemory]:
+        """Decoder outputs for all target positions at once. Shape: tgt_in (B, T) -> (B, T, H)"""
+        enc = self.encode(src, src_mask, src_lengths)
+        positions = torch.arange(tgt_in.size(1), device=tgt_in.device).expand_as(tgt_in)
+        x = self._embed(self.tgt_embed, tgt_in, positions, "target")  # (B, T, H)
+        src_mask4 = src_mask[:, None, None, :]
+        for i, layer in enumerate(self.decoder_layers):
+            x = layer(x, None, (enc.keys[i], enc.values[i]), src_mask4, None)[0]
+        return self.decoder_norm(x), enc
+
+    def features(
+        self, src: torch.Tensor, src_mask: torch.Tensor, src_lengths: torch.Tensor, tgt_in: torch.Tensor,
+        tgt_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Teacher-forced decoder outputs before the output projection.
+
+        Shape: src (B, S), tgt_in (B, T) -> (B, T, H), or (N, H) at the tgt_mask positions
+        """
+        outs = self._teacher_forced(src, src_mask, src_lengths, tgt_in)[0]
+        return outs if tgt_mask is None else outs[tgt_mask]
+
+    def forward(
+        self, src: torch.Tensor, src_mask: torch.Tensor, src_lengths: torch.Tensor, tgt_in: torch.Tensor,
+        tgt_mask: torch.Tensor | None = None, normalize: bool = True,
+    ) -> torch.Tensor:
+        """Teacher-forced pass. Shape: tgt_in (B, T) -> log_probs (B, T, V), or (N, V) at the
+        tgt_mask positions; normalize=False gives the logits (with the prior applied)."""
+        outs, enc = self._teacher_forced(src, src_mask, src_lengths, tgt_in)
+        B, T = tgt_in.shape
+        rows = torch.arange(B, device=tgt_in.device).unsqueeze(1).expand(B, T)  # (B, T) source of each position
+        if tgt_mask is not None:
+            outs, rows = outs[tgt_mask], rows[tgt_mask]
+        else:
+            outs, rows = outs.reshape(B * T, -1), rows.reshape(-1)
+        logits = apply_prior(self.output(outs).float(), enc.prior, rows)
+        scores = torch.log_softmax(logits, dim=-1) if normalize else logits
+        return scores if tgt_mask is not None else scores.view(B, T, -1)
