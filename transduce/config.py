@@ -120,6 +120,8 @@ class ModelConfig:
                 raise ConfigError(f"model.hidden ({self.hidden}) must be a multiple of model.heads ({self.heads})")
         if self.coverage and not self.copy:
             raise ConfigError("model.coverage needs model.copy: true")
+        if self.copy and self.arch == "transformer":
+            raise ConfigError("model.copy: copying is available for lstm and gru models")
 
 
 @dataclass

@@ -130,3 +130,27 @@ def test_truncation_at_max_lengths():
     assert len(codec.encode_source("图像")) == 2  # shorter texts untouched
     ex = next(codec.examples(ZH_PAIRS))
     assert len(ex.src) == 5 and len(ex.tgt) == 3
+
+
+def test_copy_example_gives_extended_ids_for_words_outside_the_target_vocabulary():
+    codec = TextCodec.build(DataConfig(tokenizer="word"), _reader([Pair("a b c", "b c", 1), Pair("c d", "d", 2)]))
+    V = len(codec.tgt_vocab)
+    ex = codec.example("a zz b yy zz", "yy b qq", index=7, copy=True)
+    assert ex.src == [codec.src_vocab.token_to_id(t) for t in "a zz b yy zz".split()]
+    b = codec.tgt_vocab.token_to_id("b")
+    assert "a" not in codec.tgt_vocab  # a source-only word: copyable through an extended id
+    assert ex.oov == ["a", "zz", "yy"]
+    assert ex.src_ext == [V, V + 1, b, V + 2, V + 1]
+    assert ex.tgt == [UNK, b, UNK]
+    assert ex.tgt_ext == [V + 2, b, UNK]  # "qq" is in neither: it stays unknown
+    assert codec.target_tokens(ex.tgt_ext, ex.oov) == ["yy", "b", SPECIAL_TOKENS[UNK]]
+    plain = codec.example("a zz", "b", copy=False)
+    assert plain.src_ext is None and plain.oov is None
+
+
+def test_source_to_target_ids():
+    codec = TextCodec.build(DataConfig(tokenizer="word"), _reader([Pair("a b", "b c", 1)]))
+    mapping = codec.source_to_target_ids().tolist()
+    assert mapping[PAD] == -1 and mapping[UNK] == UNK and mapping[EOS] == EOS
+    assert mapping[codec.src_vocab.token_to_id("b")] == codec.tgt_vocab.token_to_id("b")
+    assert mapping[codec.src_vocab.token_to_id("a")] == -1

@@ -139,7 +139,7 @@ def test_choice_validation():
     with pytest.raises(ConfigError, match=r"model\.attention.*foo"):
         Config.from_dict({"model": {"attention": "foo"}})
     with pytest.raises(ConfigError, match=r"model\.arch"):
-        ModelConfig(arch="transformer")
+        ModelConfig(arch="mamba")
     with pytest.raises(ConfigError, match=r"data\.tokenizer"):
         DataConfig(tokenizer="bytes")
     with pytest.raises(ConfigError, match=r"train\.schedule"):
@@ -212,3 +212,29 @@ def test_load_errors_name_the_file(tmp_path):
 def test_nan_is_rejected(assignment):
     with pytest.raises(ConfigError, match=assignment.split("=")[0].replace(".", r"\.")):
         Config().override([assignment])
+
+
+@pytest.mark.parametrize("assignment", ["decode.length_penalty=wu", "decode.length_alpha=-0.5",
+                                        "decode.length_alpha=nan", "decode.no_repeat_ngram=-1",
+                                        "decode.suppress_unk=maybe"])
+def test_decode_rule_validation_names_the_key(assignment):
+    with pytest.raises(ConfigError, match=assignment.split("=")[0].replace(".", r"\.")):
+        Config().override([assignment])
+
+
+def test_decode_rules_from_overrides():
+    cfg = Config().override(["decode.length_penalty=gnmt", "decode.length_alpha=1", "decode.no_repeat_ngram=3",
+                             "decode.suppress_unk=true"]).decode
+    assert (cfg.length_penalty, cfg.length_alpha, cfg.no_repeat_ngram, cfg.suppress_unk) == ("gnmt", 1.0, 3, True)
+    assert DecodeConfig().length_penalty == "avg" and DecodeConfig().no_repeat_ngram == 0
+
+
+def test_model_extras_validation():
+    with pytest.raises(ConfigError, match=r"model\.norm"):
+        ModelConfig(arch="transformer", norm="sandwich")
+    with pytest.raises(ConfigError, match=r"model\.positions"):
+        ModelConfig(arch="transformer", positions="rotary")
+    with pytest.raises(ConfigError, match=r"model\.coverage needs model\.copy"):
+        ModelConfig(coverage=True)
+    with pytest.raises(ConfigError, match=r"model\.attention_dropout"):
+        ModelConfig(attention_dropout=1.0)

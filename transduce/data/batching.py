@@ -22,6 +22,9 @@ class Example:
     src: list[int]
     tgt: list[int] | None
     index: int = 0
+    src_ext: list[int] | None = None  # copy models: source tokens as extended target ids
+    tgt_ext: list[int] | None = None  # copy models: target ids, copied words as extended ids
+    oov: list[str] | None = None  # copy models: the words behind extended ids V, V+1, ...
 
 
 @dataclass
@@ -31,6 +34,7 @@ class Batch:
     Shape:
         src, src_mask: (B, S); src_lengths: (B,)
         tgt_in (BOS + y), tgt_out (y + EOS), tgt_mask: (B, T); None when there are no targets
+        src_ext (B, S), tgt_out_ext (B, T): extended ids for copy models, else None
     """
 
     src: torch.Tensor
@@ -40,6 +44,8 @@ class Batch:
     tgt_out: torch.Tensor | None
     tgt_mask: torch.Tensor | None
     indices: list[int]
+    src_ext: torch.Tensor | None = None
+    tgt_out_ext: torch.Tensor | None = None
 
     @property
     def size(self) -> int:
@@ -54,7 +60,13 @@ class Batch:
             return None if t is None else t.to(device, non_blocking=True)
 
         return Batch(move(self.src), move(self.src_mask), self.src_lengths, move(self.tgt_in),
-                     move(self.tgt_out), move(self.tgt_mask), self.indices)
+                     move(self.tgt_out), move(self.tgt_mask), self.indices, move(self.src_ext),
+                     move(self.tgt_out_ext))
+
+    @property
+    def gold(self) -> torch.Tensor:
+        """The ids the loss compares with: extended ones for copy models. Shape: (B, T)"""
+        return self.tgt_out_ext if self.tgt_out_ext is not None else self.tgt_out
 
 
 def _pad(seqs: list[list[int]], width: int) -> torch.Tensor:
@@ -70,12 +82,18 @@ def collate(examples: list[Example]) -> Batch:
     src = _pad([e.src or [EOS] for e in examples], int(src_lengths.max()))  # an empty source reads as "</s>"
     src_mask = src.ne(PAD)
     tgt_in = tgt_out = tgt_mask = None
+    src_ext = tgt_out_ext = None
+    if all(e.src_ext is not None for e in examples):
+        src_ext = _pad([e.src_ext or [EOS] for e in examples], src.size(1))
     if all(e.tgt is not None for e in examples):
         width = max(len(e.tgt) for e in examples) + 1
         tgt_in = _pad([[BOS] + e.tgt for e in examples], width)
         tgt_out = _pad([e.tgt + [EOS] for e in examples], width)
         tgt_mask = tgt_out.ne(PAD)
-    return Batch(src, src_mask, src_lengths, tgt_in, tgt_out, tgt_mask, [e.index for e in examples])
+        if all(e.tgt_ext is not None for e in examples):
+            tgt_out_ext = _pad([e.tgt_ext + [EOS] for e in examples], width)
+    return Batch(src, src_mask, src_lengths, tgt_in, tgt_out, tgt_mask, [e.index for e in examples],
+                 src_ext, tgt_out_ext)
 
 
 def padded_size(examples: list[Example]) -> int:

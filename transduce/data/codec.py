@@ -9,8 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
+import torch
+
 from transduce.config import DataConfig
-from transduce.constants import SRC_TOKENIZER_PREFIX, SRC_VOCAB_FILE, TGT_TOKENIZER_PREFIX, TGT_VOCAB_FILE
+from transduce.constants import (PAD, SRC_TOKENIZER_PREFIX, SRC_VOCAB_FILE, TGT_TOKENIZER_PREFIX, TGT_VOCAB_FILE,
+                                 UNK)
 from transduce.data.batching import Example
 from transduce.data.readers import Pair
 from transduce.data.tokenizers import Tokenizer, load_tokenizer, train_tokenizer
@@ -71,19 +74,47 @@ class TextCodec:
     def encode_target(self, text: str) -> list[int]:
         return self.tgt_vocab.encode(self.tgt_tok.tokenize(text))[: self.cfg.max_target_length]
 
-    def decode_target(self, ids: Iterable[int]) -> str:
-        return self.tgt_tok.detokenize(self.tgt_vocab.decode(ids))
+    def decode_target(self, ids: Iterable[int], oov: list[str] | None = None) -> str:
+        """Target ids -> text; ids from len(tgt_vocab) on are the example's copied `oov` words."""
+        return self.tgt_tok.detokenize(self.tgt_vocab.decode(ids, extra=oov))
 
-    def target_tokens(self, ids: Iterable[int]) -> list[str]:
-        return self.tgt_vocab.decode(ids)
+    def target_tokens(self, ids: Iterable[int], oov: list[str] | None = None) -> list[str]:
+        return self.tgt_vocab.decode(ids, extra=oov)
 
     def source_tokens(self, text: str) -> list[str]:
         return self.src_tok.tokenize(text)[: self.cfg.max_source_length]
 
-    def examples(self, pairs: Iterable[Pair]) -> Iterator[Example]:
-        """Stream pairs as id examples, numbered in reading order."""
+    def example(self, source: str, target: str | None = None, index: int = 0, copy: bool = False) -> Example:
+        """One text pair (or a source alone) as ids. With `copy`, also the extended ids a
+        pointer-generator needs: source tokens outside the target vocabulary get ids
+        V, V+1, ... in order of appearance (listed in `oov`), and target tokens found there
+        point to them."""
+        src_tokens = self.source_tokens(source)
+        src = self.src_vocab.encode(src_tokens)
+        tgt_tokens = self.tgt_tok.tokenize(target)[: self.cfg.max_target_length] if target is not None else None
+        tgt = self.tgt_vocab.encode(tgt_tokens) if tgt_tokens is not None else None
+        if not copy:
+            return Example(src, tgt, index)
+        V, oov = len(self.tgt_vocab), {}
+        src_ext = []
+        for token in src_tokens:
+            known = self.tgt_vocab.token_to_id(token)
+            src_ext.append(known if known != UNK else V + oov.setdefault(token, len(oov)))
+        tgt_ext = None
+        if tgt_tokens is not None:
+            tgt_ext = [i if i != UNK or tok not in oov else V + oov[tok] for tok, i in zip(tgt_tokens, tgt)]
+        return Example(src, tgt, index, src_ext=src_ext, tgt_ext=tgt_ext, oov=list(oov))
+
+    def examples(self, pairs: Iterable[Pair], copy: bool = False) -> Iterator[Example]:
+        """Stream pairs as id examples, numbered in reading order (with copy ids when `copy`)."""
         for index, pair in enumerate(pairs):
-            yield Example(self.encode_source(pair.source), self.encode_target(pair.target), index)
+            yield self.example(pair.source, pair.target, index, copy)
+
+    def source_to_target_ids(self) -> torch.Tensor:
+        """For each source id, the target id of the same token string, -1 where the target
+        vocabulary lacks it (PAD maps to -1): the source prior and copying read sources through it."""
+        return torch.tensor([self.tgt_vocab.token_to_id(tok) if i != PAD and tok in self.tgt_vocab else -1
+                             for i, tok in enumerate(self.src_vocab.tokens)], dtype=torch.long)
 
 
 def _both_sides(pairs: Iterable[Pair]) -> Iterator[str]:

@@ -58,6 +58,9 @@ class Vocab:
     def __repr__(self) -> str:
         return f"Vocab({len(self)} tokens)"
 
+    def __contains__(self, token: object) -> bool:
+        return token in self._ids
+
     def token_to_id(self, token: str) -> int:
         return self._ids.get(token, UNK)
 
@@ -72,9 +75,11 @@ class Vocab:
         ids = [self._ids.get(tok, UNK) for tok in tokens]
         return [BOS] * add_bos + ids + [EOS] * add_eos
 
-    def decode(self, ids: Iterable[int], *, strip_specials: bool = True) -> list[str]:
-        """Ids → token strings; with `strip_specials`, stop at the first EOS and drop PAD/BOS."""
+    def decode(self, ids: Iterable[int], *, strip_specials: bool = True, extra: list[str] | None = None) -> list[str]:
+        """Ids → token strings; with `strip_specials`, stop at the first EOS and drop PAD/BOS.
+        Ids from len(self) on name `extra` tokens (words a copy model took from its source)."""
         out = []
+        size = len(self.tokens)
         for index in ids:
             index = int(index)
             if strip_specials:
@@ -82,7 +87,10 @@ class Vocab:
                     break
                 if index in (PAD, BOS):
                     continue
-            out.append(self.id_to_token(index))
+            if extra is not None and size <= index < size + len(extra):
+                out.append(extra[index - size])
+            else:
+                out.append(self.id_to_token(index))
         return out
 
     def save(self, path: PathLike) -> None:

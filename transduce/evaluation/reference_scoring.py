@@ -18,8 +18,9 @@ def reference_nll(model, examples: Iterable[Example], batch_tokens: int, device=
     try:
         for group in token_batches(examples, batch_tokens, shuffle=False):
             batch = collate(group).to(device)
-            log_probs = model(batch.src, batch.src_mask, batch.src_lengths, batch.tgt_in, batch.tgt_mask)
-            _, nll = label_smoothed_nll(log_probs, batch.tgt_out, batch.tgt_mask, 0.0)
+            scores, _ = model.training_scores(batch.src, batch.src_mask, batch.src_lengths, batch.tgt_in,
+                                              batch.tgt_mask, batch.src_ext)  # (N, V), normalised by the loss
+            _, nll = label_smoothed_nll(scores, batch.gold, batch.tgt_mask, 0.0)
             total += float(nll)
             tokens += batch.num_tgt_tokens
     finally:

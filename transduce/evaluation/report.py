@@ -33,7 +33,8 @@ def evaluate(translator, pairs: Iterable[Pair], *, batch_tokens: int = 4096, **d
     sources, references = [p.source for p in pairs], [p.target for p in pairs]
     hypotheses = translator.translate(sources, **decode_options)
     report = {"sentences": len(pairs), **score_outputs(hypotheses, references)}
-    nll, tokens = reference_nll(translator.model, translator.codec.examples(pairs), batch_tokens, translator.device)
+    examples = translator.codec.examples(pairs, copy=translator.config.model.copy)
+    nll, tokens = reference_nll(translator.model, examples, batch_tokens, translator.device)
     report["perplexity"] = round(perplexity(nll, tokens), 3)
     report["decode"] = {k: v for k, v in vars(translator.decode_options(**decode_options)).items()}
     return report, hypotheses

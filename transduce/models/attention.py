@@ -13,9 +13,12 @@ from torch import nn
 class Attention(nn.Module):
     """Scores a decoder query against every source position; padded positions get weight 0."""
 
-    def __init__(self, kind: str, hidden: int) -> None:
+    def __init__(self, kind: str, hidden: int, coverage: bool = False) -> None:
         super().__init__()
         self.kind = kind
+        if coverage:  # See et al.: the attention so far enters the scores, to discourage repeats
+            self.coverage_proj = nn.Linear(1, hidden, bias=False) if kind == "bahdanau" else None
+            self.coverage_weight = nn.Parameter(torch.zeros(1)) if kind != "bahdanau" else None
         if kind == "general":
             self.key_proj = nn.Linear(hidden, hidden, bias=False)
         elif kind == "bahdanau":
@@ -30,18 +33,24 @@ class Attention(nn.Module):
         return memory if self.kind == "dot" else self.key_proj(memory)
 
     def forward(
-        self, query: torch.Tensor, keys: torch.Tensor, memory: torch.Tensor, src_mask: torch.Tensor
+        self, query: torch.Tensor, keys: torch.Tensor, memory: torch.Tensor, src_mask: torch.Tensor,
+        coverage: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Context vector and weights for one step.
+        """Context vector and weights for one step; `coverage` (the summed earlier weights) is a
+        feature of the additive score, a learned scaled term of the multiplicative ones.
 
-        Shape: query (B, H), keys (B, S, H), memory (B, S, H), src_mask (B, S)
+        Shape: query (B, H), keys (B, S, H), memory (B, S, H), src_mask (B, S), coverage (B, S)
             -> context (B, H), weights (B, S)
         """
         if self.kind == "bahdanau":
-            hidden = torch.tanh(keys + self.query_proj(query).unsqueeze(1))  # (B, S, H)
-            scores = self.v(hidden).squeeze(2)  # (B, S)
+            summed = keys + self.query_proj(query).unsqueeze(1)  # (B, S, H)
+            if coverage is not None:
+                summed = summed + self.coverage_proj(coverage.unsqueeze(2).to(summed.dtype))
+            scores = self.v(torch.tanh(summed)).squeeze(2)  # (B, S)
         else:
             scores = torch.bmm(keys, query.unsqueeze(2)).squeeze(2)  # (B, S)
+            if coverage is not None:
+                scores = scores + self.coverage_weight * coverage
         scores = scores.masked_fill(~src_mask, float("-inf"))
         weights = torch.softmax(scores, dim=-1)  # (B, S)
         context = torch.bmm(weights.unsqueeze(1), memory).squeeze(1)  # (B, H)

@@ -22,11 +22,7 @@ class SourcePrior(nn.Module):
 
     def __init__(self, src_vocab_size: int, tgt_vocab_size: int, src_to_tgt: torch.Tensor | None = None) -> None:
         super().__init__()
-        if src_to_tgt is None:
-            src_to_tgt = torch.arange(src_vocab_size) if src_vocab_size == tgt_vocab_size else \
-                torch.full((src_vocab_size,), -1, dtype=torch.long)
-        if src_to_tgt.shape != (src_vocab_size,):
-            raise ValueError(f"src_to_tgt must have {src_vocab_size} entries, got {tuple(src_to_tgt.shape)}")
+        src_to_tgt = default_source_map(src_vocab_size, tgt_vocab_size, src_to_tgt)
         self.tgt_vocab_size = tgt_vocab_size
         self.register_buffer("src_to_tgt", src_to_tgt.long().clone())
         self.log_scale = nn.Parameter(torch.zeros(tgt_vocab_size))
@@ -59,6 +55,19 @@ def apply_prior(logits: torch.Tensor, prior: torch.Tensor | None, rows: torch.Te
     return (logits + prior.to(logits.dtype)) / 2
 
 
-def source_to_target_ids(src_tokens: list[str], tgt_index: dict[str, int]) -> torch.Tensor:
-    """For each source vocabulary entry, the target id of the same string, or -1."""
-    return torch.tensor([tgt_index.get(tok, -1) for tok in src_tokens], dtype=torch.long)
+def default_source_map(src_vocab_size: int, tgt_vocab_size: int, src_to_tgt: torch.Tensor | None) -> torch.Tensor:
+    """The given map, checked; without one, the identity for one shared vocabulary, else all -1
+    (a model about to be loaded: its saved map replaces this one)."""
+    if src_to_tgt is None:
+        src_to_tgt = torch.arange(src_vocab_size) if src_vocab_size == tgt_vocab_size else \
+            torch.full((src_vocab_size,), -1, dtype=torch.long)
+    if src_to_tgt.shape != (src_vocab_size,):
+        raise ValueError(f"src_to_tgt must have {src_vocab_size} entries, got {tuple(src_to_tgt.shape)}")
+    return src_to_tgt
+
+
+def masked_rows(mask: torch.Tensor) -> torch.Tensor:
+    """The batch row of each True position, in the order `tensor[mask]` lists them.
+    Shape: (B, T) -> (N,)"""
+    B, T = mask.shape
+    return torch.arange(B, device=mask.device).unsqueeze(1).expand(B, T)[mask]

@@ -19,7 +19,8 @@ from transduce.constants import UNK
 from transduce.models.attention import Attention
 from transduce.models.dropout import Dropout, dropout_mask
 from transduce.models.embeddings import make_embeddings, make_output
-from transduce.models.prior import SourcePrior, apply_prior
+from transduce.models.pointer import PointerGenerator, extended_size
+from transduce.models.prior import SourcePrior, apply_prior, default_source_map, masked_rows
 from transduce.models.rnn_encoder import RNNEncoder
 from transduce.models.state import EncoderOutput, RNNState
 from transduce.models.time_batched import TimeBatchedWeight
@@ -104,17 +105,21 @@ class RNNSeq2Seq(nn.Module):
             RecurrentCell(cfg.arch, E + feed_size, H, pre_size=E) if layer == 0 else RecurrentCell(cfg.arch, H, H)
             for layer in range(cfg.decoder_layers)
         )
-        self.attention = Attention(cfg.attention, H)
+        self.attention = Attention(cfg.attention, H, coverage=cfg.coverage)
         self.combine = nn.Linear(2 * H, H, bias=False)  # Luong's W_c [context; h]
         self.output = make_output(cfg, self.tgt_embed, tgt_vocab_size)
         self.prior = SourcePrior(src_vocab_size, tgt_vocab_size, src_to_tgt) if cfg.source_prior else None
+        self.pointer = PointerGenerator(3 * H, tgt_vocab_size, default_source_map(
+            src_vocab_size, tgt_vocab_size, src_to_tgt)) if cfg.copy else None
         self.dropout = Dropout(cfg.dropout)
 
     # ---- encoder -------------------------------------------------------------------------
-    def encode(self, src: torch.Tensor, src_mask: torch.Tensor, src_lengths: torch.Tensor) -> EncoderOutput:
-        """Run the encoder once per source.
+    def encode(
+        self, src: torch.Tensor, src_mask: torch.Tensor, src_lengths: torch.Tensor, src_ext: torch.Tensor | None = None
+    ) -> EncoderOutput:
+        """Run the encoder once per source. `src_ext` (extended ids for copying) matters only to a copy model.
 
-        Shape: src, src_mask (B, S); src_lengths (B,)
+        Shape: src, src_mask, src_ext (B, S); src_lengths (B,)
         """
         emb = self.dropout(self.src_embed(src))  # (B, S, E)
         memory, finals = self.encoder(emb, src_lengths)
@@ -128,8 +133,9 @@ class RNNSeq2Seq(nn.Module):
             hidden = tuple(finals)
             cell = tuple(torch.zeros_like(f) for f in finals) if self.is_lstm else None
         prior = self.prior(src, src_mask) if self.prior is not None else None
+        copy_ids = self.pointer.source_ids(src, src_ext) if self.pointer is not None else None
         return EncoderOutput(memory=memory, keys=self.attention.precompute(memory), src_mask=src_mask,
-                             final=hidden, final_cell=cell, prior=prior)
+                             final=hidden, final_cell=cell, prior=prior, src_ext=copy_ids)
 
     # ---- decoder -------------------------------------------------------------------------
     def init_state(self, enc: EncoderOutput) -> RNNState:
@@ -138,6 +144,7 @@ class RNNSeq2Seq(nn.Module):
             hidden=enc.final,
             cell=enc.final_cell,
             feed=enc.memory.new_zeros(B, H),
+            coverage=enc.memory.new_zeros(B, enc.memory.size(1)) if self.cfg.coverage else None,
         )
 
     def _step_weights(self) -> list:
@@ -158,12 +165,13 @@ class RNNSeq2Seq(nn.Module):
     def _step(
         self, emb_gates: torch.Tensor, enc: EncoderOutput, state: RNNState, weights: list,
         masks: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, RNNState]:
+    ) -> tuple[torch.Tensor, RNNState, torch.Tensor | None]:
         """One decoder step from the projected target embedding.
 
         Dropout applies to each layer's input above the first and to the attentional output,
         with `masks` (layers, B, H) from `_step_masks`, or none.
-        Shape: emb_gates (B, G*H) -> attentional output (B, H), new state
+        Shape: emb_gates (B, G*H) -> attentional output (B, H), new state, and for a copy model
+            the copy gate's input [context; top hidden; output] (B, 3H), else None
         """
         hiddens, cells = [], []
         x = None
@@ -177,12 +185,14 @@ class RNNSeq2Seq(nn.Module):
                             weights[layer])
             hiddens.append(x)
             cells.append(c)
-        context, attention = self.attention(x, enc.keys, enc.memory, enc.src_mask)
+        context, attention = self.attention(x, enc.keys, enc.memory, enc.src_mask, state.coverage)
         out = torch.tanh(weights[-1].product(torch.cat([context, x], dim=1)))  # (B, H)
         if masks is not None:
             out = out * masks[-1]
-        new_state = RNNState(tuple(hiddens), tuple(cells) if self.is_lstm else None, out, attention)
-        return out, new_state
+        coverage = None if state.coverage is None else state.coverage + attention
+        new_state = RNNState(tuple(hiddens), tuple(cells) if self.is_lstm else None, out, attention, coverage)
+        gate_input = torch.cat([context, x, out], dim=1) if self.pointer is not None else None
+        return out, new_state, gate_input
 
     def _embed_gates(self, tokens: torch.Tensor) -> torch.Tensor:
         """Target embeddings projected into the first layer's gates. (...,) -> (..., G*H).
@@ -204,43 +214,66 @@ class RNNSeq2Seq(nn.Module):
             self._gate_cache_key = key
         return self._gate_cache
 
-    def log_probs(self, out: torch.Tensor, prior: torch.Tensor | None = None,
-                  rows: torch.Tensor | None = None) -> torch.Tensor:
-        """Attentional outputs -> log-probabilities, float32 even for a bfloat16 model.
+    def scores(
+        self, out: torch.Tensor, enc: EncoderOutput, rows: torch.Tensor | None = None,
+        attention: torch.Tensor | None = None, gate_input: torch.Tensor | None = None, normalize: bool = True,
+    ) -> torch.Tensor:
+        """Attentional outputs -> log-probabilities (float32 even for a bfloat16 model), or the
+        logits with normalize=False; a copy model always gives the mixture's log-probabilities,
+        over the extended vocabulary.
 
-        Shape: out (N, H), prior (B, V), rows (N,) each output's source (None: N == B) -> (N, V)
+        Shape: out (N, H); rows (N,) each output's source row in enc (None: N == B);
+            attention (N, S), gate_input (N, 3H) for copying -> (N, V) or (N, V')
         """
-        return torch.log_softmax(self.logits(out, prior, rows), dim=-1)
-
-    def logits(self, out: torch.Tensor, prior: torch.Tensor | None, rows: torch.Tensor | None) -> torch.Tensor:
-        return apply_prior(self.output(out).float(), prior, rows)
+        logits = apply_prior(self.output(out).float(), enc.prior, rows)
+        if self.pointer is not None:
+            src_ext = enc.src_ext if rows is None else enc.src_ext[rows]
+            return self.pointer(logits, attention, src_ext, gate_input,
+                                extended_size(self.tgt_vocab_size, enc.src_ext))
+        return torch.log_softmax(logits, dim=-1) if normalize else logits
 
     def decode_step(
         self, prev_tokens: torch.Tensor, enc: EncoderOutput, state: RNNState
     ) -> tuple[torch.Tensor, RNNState]:
-        """Feed one new token per row. Shape: prev_tokens (B,) -> log_probs (B, V), state."""
+        """Feed one new token per row. Shape: prev_tokens (B,) -> log_probs (B, V) (V' when copying), state."""
         prev_tokens = prev_tokens.masked_fill(prev_tokens >= self.tgt_vocab_size, UNK)  # copied tokens read as unk
-        out, state = self._step(self._embed_gates(prev_tokens), enc, state, self._step_weights())
-        return self.log_probs(out, enc.prior), state
+        out, state, gate_input = self._step(self._embed_gates(prev_tokens), enc, state, self._step_weights())
+        return self.scores(out, enc, attention=state.attention, gate_input=gate_input), state
 
     def output_projection(self) -> nn.Linear | None:
-        """The final linear map, when log_probs = log_softmax(output_projection(features)) (not with a prior)."""
-        return None if self.prior is not None else self.output
+        """The final linear map, when log_probs = log_softmax(output_projection(features)) (no prior, no copying)."""
+        return None if self.prior is not None or self.pointer is not None else self.output
 
     def _teacher_forced(
         self, src: torch.Tensor, src_mask: torch.Tensor, src_lengths: torch.Tensor, tgt_in: torch.Tensor,
-    ) -> tuple[torch.Tensor, EncoderOutput]:
-        """Attentional outputs of every target position. Shape: tgt_in (B, T) -> (B, T, H)"""
-        enc = self.encode(src, src_mask, src_lengths)
+        src_ext: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, EncoderOutput, dict]:
+        """Attentional outputs of every target position, and what copying needs of each step.
+
+        Shape: tgt_in (B, T) -> (B, T, H); extras: "attention" (B, T, S), "gate_input" (B, T, 3H)
+            for a copy model, "coverage_loss" (B, T) with coverage
+        """
+        enc = self.encode(src, src_mask, src_lengths, src_ext)
         state = self.init_state(enc)
         gates = self._embed_gates(tgt_in.t())  # (T, B, G*H), all steps in one product, time-major
         weights = self._step_weights()
         masks = self._step_masks(gates.size(0), gates.size(1), gates)
-        outs = []
+        outs, attentions, gate_inputs, coverage_losses = [], [], [], []
         for t, gates_t in enumerate(gates):
-            out, state = self._step(gates_t, enc, state, weights, None if masks is None else masks[t])
+            coverage = state.coverage
+            out, state, gate_input = self._step(gates_t, enc, state, weights, None if masks is None else masks[t])
             outs.append(out)
-        return torch.stack(outs, dim=1), enc  # (B, T, H)
+            if self.pointer is not None:
+                attentions.append(state.attention)
+                gate_inputs.append(gate_input)
+            if coverage is not None:
+                coverage_losses.append(torch.minimum(state.attention, coverage).sum(dim=1))  # (B,)
+        extras = {}
+        if self.pointer is not None:
+            extras = {"attention": torch.stack(attentions, 1), "gate_input": torch.stack(gate_inputs, 1)}
+        if coverage_losses:
+            extras["coverage_loss"] = torch.stack(coverage_losses, 1)
+        return torch.stack(outs, dim=1), enc, extras  # (B, T, H)
 
     def features(
         self, src: torch.Tensor, src_mask: torch.Tensor, src_lengths: torch.Tensor, tgt_in: torch.Tensor,
@@ -253,23 +286,35 @@ class RNNSeq2Seq(nn.Module):
         outs = self._teacher_forced(src, src_mask, src_lengths, tgt_in)[0]
         return outs if tgt_mask is None else outs[tgt_mask]
 
+    def training_scores(
+        self, src: torch.Tensor, src_mask: torch.Tensor, src_lengths: torch.Tensor, tgt_in: torch.Tensor,
+        tgt_mask: torch.Tensor, src_ext: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Scores of the real target positions for the loss: logits, or the copy mixture's
+        log-probabilities; and the summed coverage loss (None without coverage).
+
+        Shape: src, src_ext (B, S); tgt_in, tgt_mask (B, T) -> (N, V) or (N, V'), scalar
+        """
+        outs, enc, extras = self._teacher_forced(src, src_mask, src_lengths, tgt_in, src_ext)
+        rows = masked_rows(tgt_mask)
+        scores = self.scores(outs[tgt_mask], enc, rows, extras["attention"][tgt_mask] if extras else None,
+                             extras["gate_input"][tgt_mask] if extras else None, normalize=False)
+        coverage = extras.get("coverage_loss")
+        return scores, None if coverage is None else coverage[tgt_mask].sum()
+
     def forward(
         self, src: torch.Tensor, src_mask: torch.Tensor, src_lengths: torch.Tensor, tgt_in: torch.Tensor,
-        tgt_mask: torch.Tensor | None = None, normalize: bool = True,
+        tgt_mask: torch.Tensor | None = None, normalize: bool = True, src_ext: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Teacher-forced pass.
 
         Shape: src (B, S), tgt_in (B, T) -> log_probs (B, T, V); with tgt_mask (B, T) only the
         N real positions are projected onto the vocabulary: (N, V). normalize=False returns the
-        logits instead (with the prior applied).
+        logits instead (with the prior applied); a copy model returns its log-probabilities.
         """
-        outs, enc = self._teacher_forced(src, src_mask, src_lengths, tgt_in)
         B, T = tgt_in.shape
-        rows = torch.arange(B, device=tgt_in.device).unsqueeze(1).expand(B, T)  # (B, T) source of each position
-        if tgt_mask is not None:
-            outs, rows = outs[tgt_mask], rows[tgt_mask]
-        else:
-            outs, rows = outs.reshape(B * T, -1), rows.reshape(-1)
-        logits = self.logits(outs, enc.prior, rows)
-        scores = torch.log_softmax(logits, dim=-1) if normalize else logits
+        mask = tgt_mask if tgt_mask is not None else torch.ones(B, T, dtype=torch.bool, device=tgt_in.device)
+        outs, enc, extras = self._teacher_forced(src, src_mask, src_lengths, tgt_in, src_ext)
+        scores = self.scores(outs[mask], enc, masked_rows(mask), extras["attention"][mask] if extras else None,
+                             extras["gate_input"][mask] if extras else None, normalize=normalize)
         return scores if tgt_mask is not None else scores.view(B, T, -1)

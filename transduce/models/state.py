@@ -48,6 +48,7 @@ class EncoderOutput:
     final: tuple[torch.Tensor, ...]
     final_cell: tuple[torch.Tensor, ...] | None
     prior: torch.Tensor | None = None
+    src_ext: torch.Tensor | None = None  # (B, S) extended ids of the source tokens, for copying
 
     def select(self, indices: torch.Tensor) -> "EncoderOutput":
         return EncoderOutput(
@@ -57,6 +58,7 @@ class EncoderOutput:
             final=tuple(_select(h, indices) for h in self.final),
             final_cell=None if self.final_cell is None else tuple(_select(c, indices) for c in self.final_cell),
             prior=_select(self.prior, indices),
+            src_ext=_select(self.src_ext, indices),
         )
 
     def cat(self, other: "EncoderOutput") -> "EncoderOutput":
@@ -70,6 +72,7 @@ class EncoderOutput:
             final_cell=None if self.final_cell is None else tuple(
                 _cat_rows(a, b) for a, b in zip(self.final_cell, other.final_cell)),
             prior=_cat_rows(self.prior, other.prior),
+            src_ext=_cat_rows(self.src_ext, other.src_ext, width),
         )
 
 
@@ -79,13 +82,15 @@ class RNNState:
 
     Shape:
         hidden, cell: per layer (B, H) (cell is None for GRU); feed: (B, H) the last attentional
-        output, fed back as input (input feeding); attention: (B, S) the last attention weights
+        output, fed back as input (input feeding); attention: (B, S) the last attention weights;
+        coverage: (B, S) the sum of all attention weights so far (coverage models), else None
     """
 
     hidden: tuple[torch.Tensor, ...]
     cell: tuple[torch.Tensor, ...] | None
     feed: torch.Tensor
     attention: torch.Tensor | None = None
+    coverage: torch.Tensor | None = None
 
     def select(self, indices: torch.Tensor) -> "RNNState":
         return RNNState(
@@ -93,6 +98,7 @@ class RNNState:
             cell=None if self.cell is None else tuple(c.index_select(0, indices) for c in self.cell),
             feed=self.feed.index_select(0, indices),
             attention=_select(self.attention, indices),
+            coverage=_select(self.coverage, indices),
         )
 
     def cat(self, other: "RNNState") -> "RNNState":
@@ -100,11 +106,15 @@ class RNNState:
         width = None
         if self.attention is not None and other.attention is not None:
             width = max(self.attention.size(1), other.attention.size(1))
+        cov_width = None
+        if self.coverage is not None and other.coverage is not None:
+            cov_width = max(self.coverage.size(1), other.coverage.size(1))
         return RNNState(
             hidden=tuple(_cat_rows(a, b) for a, b in zip(self.hidden, other.hidden)),
             cell=None if self.cell is None else tuple(_cat_rows(a, b) for a, b in zip(self.cell, other.cell)),
             feed=_cat_rows(self.feed, other.feed),
             attention=_cat_rows(self.attention, other.attention, width),
+            coverage=_cat_rows(self.coverage, other.coverage, cov_width),
         )
 
 

@@ -17,7 +17,7 @@ from transduce.config import ModelConfig
 from transduce.constants import UNK
 from transduce.models.dropout import Dropout
 from transduce.models.embeddings import make_embeddings, make_output
-from transduce.models.prior import SourcePrior, apply_prior
+from transduce.models.prior import SourcePrior, apply_prior, masked_rows
 from transduce.models.state import TransformerMemory, TransformerState
 
 
@@ -189,8 +189,11 @@ class TransformerSeq2Seq(nn.Module):
         return self.dropout(x + pos.to(x.dtype))
 
     # ---- encoder -------------------------------------------------------------------------
-    def encode(self, src: torch.Tensor, src_mask: torch.Tensor, src_lengths: torch.Tensor) -> TransformerMemory:
+    def encode(
+        self, src: torch.Tensor, src_mask: torch.Tensor, src_lengths: torch.Tensor, src_ext: torch.Tensor | None = None
+    ) -> TransformerMemory:
         """Encode once per source, and project every decoder layer's cross-attention keys/values.
+        (`src_ext`, the extended ids of copy models, is not used: this model does not copy.)
 
         Shape: src, src_mask (B, S); src_lengths (B,)
         """
@@ -268,19 +271,22 @@ class TransformerSeq2Seq(nn.Module):
         outs = self._teacher_forced(src, src_mask, src_lengths, tgt_in)[0]
         return outs if tgt_mask is None else outs[tgt_mask]
 
+    def training_scores(
+        self, src: torch.Tensor, src_mask: torch.Tensor, src_lengths: torch.Tensor, tgt_in: torch.Tensor,
+        tgt_mask: torch.Tensor, src_ext: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, None]:
+        """Logits of the real target positions for the loss, and no auxiliary loss. Shape: -> (N, V)"""
+        return self.forward(src, src_mask, src_lengths, tgt_in, tgt_mask, normalize=False), None
+
     def forward(
         self, src: torch.Tensor, src_mask: torch.Tensor, src_lengths: torch.Tensor, tgt_in: torch.Tensor,
-        tgt_mask: torch.Tensor | None = None, normalize: bool = True,
+        tgt_mask: torch.Tensor | None = None, normalize: bool = True, src_ext: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Teacher-forced pass. Shape: tgt_in (B, T) -> log_probs (B, T, V), or (N, V) at the
         tgt_mask positions; normalize=False gives the logits (with the prior applied)."""
         outs, enc = self._teacher_forced(src, src_mask, src_lengths, tgt_in)
         B, T = tgt_in.shape
-        rows = torch.arange(B, device=tgt_in.device).unsqueeze(1).expand(B, T)  # (B, T) source of each position
-        if tgt_mask is not None:
-            outs, rows = outs[tgt_mask], rows[tgt_mask]
-        else:
-            outs, rows = outs.reshape(B * T, -1), rows.reshape(-1)
-        logits = apply_prior(self.output(outs).float(), enc.prior, rows)
+        mask = tgt_mask if tgt_mask is not None else torch.ones(B, T, dtype=torch.bool, device=tgt_in.device)
+        logits = apply_prior(self.output(outs[mask]).float(), enc.prior, masked_rows(mask))
         scores = torch.log_softmax(logits, dim=-1) if normalize else logits
         return scores if tgt_mask is not None else scores.view(B, T, -1)

@@ -81,10 +81,11 @@ class Trainer:
         self.log(f"vocabulary: source {len(self.codec.src_vocab)}, target {len(self.codec.tgt_vocab)} "
                  f"({config.data.tokenizer} tokens)")
 
-        self.model = build_model(config.model, len(self.codec.src_vocab), len(self.codec.tgt_vocab)).to(self.device)
+        self.model = build_model(config.model, len(self.codec.src_vocab), len(self.codec.tgt_vocab),
+                                 self.codec.source_to_target_ids()).to(self.device)
         self.optimizer = make_optimizer(self.model, tc)
         self.log(f"model: {config.model.arch} encoder-decoder, {count_parameters(self.model):,} parameters")
-        self.dev_examples = list(self.codec.examples(dev_pairs))
+        self.dev_examples = list(self.codec.examples(dev_pairs, copy=config.model.copy))
         self.dev_references = [p.target for p in dev_pairs][: tc.dev_max_sentences]
         self.skips_reported = False
         self.step, self.epoch = 0, 0
@@ -95,7 +96,7 @@ class Trainer:
         """Token batches forever, epoch after epoch, each epoch shuffled with its own seed."""
         tc = self.config.train
         while True:
-            examples = self.codec.examples(self.open_train())
+            examples = self.codec.examples(self.open_train(), copy=self.config.model.copy)
             count = 0
             for group in token_batches(examples, tc.batch_tokens, pool_batches=tc.pool_batches,
                                        seed=tc.seed + self.epoch):
@@ -137,8 +138,10 @@ class Trainer:
         return {"loss": loss_sum / tokens, "nll": nll_sum / tokens, "tokens": tokens, "lr": lr}
 
     def batch_loss(self, batch: Batch, bf16: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        """Summed smoothed loss and NLL of a batch. A model whose output is a plain linear map +
-        softmax gets the fused projection-and-loss (the (N, V) logits never materialise)."""
+        """Summed loss and NLL of a batch. A model whose output is a plain linear map + softmax
+        gets the fused projection-and-loss (the (N, V) logits never materialise); others (source
+        prior, copying) give their scores, and copy models are scored on the extended ids, plus
+        the weighted coverage loss."""
         smoothing = self.config.train.label_smoothing
         projection = self.model.output_projection()
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
@@ -146,12 +149,15 @@ class Trainer:
                 features = self.model.features(batch.src, batch.src_mask, batch.src_lengths, batch.tgt_in,
                                                batch.tgt_mask)  # (N, H)
             else:
-                scores = self.model(batch.src, batch.src_mask, batch.src_lengths, batch.tgt_in, batch.tgt_mask,
-                                    normalize=False)  # (N, V)
+                scores, auxiliary = self.model.training_scores(batch.src, batch.src_mask, batch.src_lengths,
+                                                               batch.tgt_in, batch.tgt_mask, batch.src_ext)
         if projection is not None:
             return linear_cross_entropy(features, projection.weight, projection.bias,
                                         batch.tgt_out[batch.tgt_mask], smoothing)
-        return label_smoothed_nll(scores, batch.tgt_out, batch.tgt_mask, smoothing)
+        loss, nll = label_smoothed_nll(scores, batch.gold, batch.tgt_mask, smoothing)
+        if auxiliary is not None:
+            loss = loss + self.config.model.coverage_weight * auxiliary.float()
+        return loss, nll
 
     # ---- evaluation ---------------------------------------------------------------------
     def validate(self) -> dict:
@@ -163,7 +169,7 @@ class Trainer:
             subset = self.dev_examples[: tc.dev_max_sentences]
             decode_cfg = self.config.decode.__class__(**{**vars(self.config.decode), "beam": 1})
             hyps = decode_examples(self.model, subset, decode_cfg, device=self.device)
-            outputs = [self.codec.decode_target(h[0].tokens) for h in hyps]
+            outputs = [self.codec.decode_target(h[0].tokens, ex.oov) for h, ex in zip(hyps, subset)]
             scores = score_outputs(outputs, self.dev_references)
             figures.update(dev_bleu=scores["bleu"], dev_chrf=scores["chrf"], dev_rougeL=scores["rougeL"])
         return figures
