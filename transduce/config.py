@@ -170,7 +170,10 @@ class DecodeConfig:
     max_length: int = 200  # generated tokens, end-of-sentence excluded
     max_length_ratio: float | None = None  # also cap at ceil(ratio x source length)
     min_length: int = 0  # generated tokens before EOS is allowed
-    length_penalty: str = "avg"  # avg (score / length) | none
+    length_penalty: str = "avg"  # avg (score / length) | gnmt (score / ((5 + length) / 6) ** alpha) | none
+    length_alpha: float = 0.6  # gnmt's alpha
+    no_repeat_ngram: int = 0  # n > 0: no output repeats one of its own n-grams
+    suppress_unk: bool = False  # never output the unknown token
     batch_size: int = 64  # sentences per decode batch
     sample: bool = False  # draw tokens instead of searching
     temperature: float = 1.0
@@ -187,7 +190,9 @@ class DecodeConfig:
         _check_positive("decode.top_k", self.top_k, allow_zero=True)
         if not 0 < self.top_p <= 1:
             raise ConfigError(f"decode.top_p: must be in (0, 1], got {self.top_p}")
-        _check_choice("decode.length_penalty", self.length_penalty, ("avg", "none"))
+        _check_choice("decode.length_penalty", self.length_penalty, ("avg", "gnmt", "none"))
+        _check_positive("decode.length_alpha", self.length_alpha, allow_zero=True)
+        _check_positive("decode.no_repeat_ngram", self.no_repeat_ngram, allow_zero=True)
         if self.max_length_ratio is not None:
             _check_positive("decode.max_length_ratio", self.max_length_ratio)
 

@@ -11,7 +11,9 @@ from transduce.config import ModelConfig
 from transduce.constants import BOS, EOS, PAD, UNK
 from transduce.decoding.beam import beam_search
 from transduce.decoding.greedy import greedy_search
+from transduce.decoding.sampling import sample_search
 from transduce.decoding.scoring import constrain, max_lengths, normalise
+from transduce.models.builder import build_model
 from transduce.models.rnn import RNNSeq2Seq
 
 A, B_ = 4, 5  # the two real target tokens of the stub vocabulary
@@ -63,6 +65,8 @@ class StubEncoding:
 
 
 class StubState:
+    attention = None  # the stub has no attention weights
+
     def __init__(self, prefix: torch.Tensor) -> None:
         self.prefix = prefix  # (B, t) tokens fed so far, BOS first
 
@@ -357,6 +361,49 @@ def test_normalise():
     assert normalise(-6.0, 0, "avg") == pytest.approx(-6.0)
 
 
+def test_normalise_gnmt_by_hand():
+    # ((5 + 3) / 6) ** 0.6 = (4/3) ** 0.6 = 1.1884016...; -6 / 1.1884016 = -5.0487982...
+    assert normalise(-6.0, 3, "gnmt") == pytest.approx(-5.0487982, abs=1e-6)
+    assert normalise(-6.0, 3, "gnmt", 1.0) == pytest.approx(-4.5)  # -6 / (8 / 6)
+    assert normalise(-6.0, 3, "gnmt", 0.0) == pytest.approx(-6.0)
+    assert normalise(-6.0, 1, "gnmt", 2.0) == pytest.approx(-6.0)  # (5 + 1) / 6 = 1
+
+
+def test_gnmt_scores_in_every_search():
+    batch = stub_batch([2], [10])
+    alpha = 0.8
+    hyps = beam_search(StubDecoder(TABLES), *batch, beam=2, nbest=3, length_penalty="gnmt", length_alpha=alpha)[0]
+    hyps += greedy_search(StubDecoder(TABLES), *batch, length_penalty="gnmt", length_alpha=alpha)
+    hyps += sample_search(StubDecoder(TABLES), *batch, length_penalty="gnmt", length_alpha=alpha,
+                          generator=torch.Generator().manual_seed(0))
+    for hyp in hyps:
+        assert hyp.score == pytest.approx(hyp.log_prob / ((5 + len(hyp.tokens) + 1) / 6) ** alpha, abs=1e-6)
+    # (a a): log 0.189 / (8/6)^0.8 = -1.32 beats (a b): log 0.08575 / (8/6)^0.8 = -1.94; the empty
+    # output: log 0.4 = -0.92 beats both
+    assert [h.tokens for h in hyps[:3]] == [[], [A, A], [A, B_]]
+
+
+def test_constrain_suppresses_unk_only_when_asked():
+    log_probs = torch.log_softmax(torch.randn(2, V), dim=-1)
+    expected = log_probs.clone()
+    out = constrain(log_probs, 0, 0, torch.zeros(2, dtype=torch.bool), suppress_unk=True)
+    assert torch.isneginf(out[:, UNK]).all()
+    assert torch.equal(out[:, [EOS, A, B_]], expected[:, [EOS, A, B_]])
+    assert torch.isfinite(constrain(expected.clone(), 0, 0, torch.zeros(2, dtype=torch.bool))[:, UNK]).all()
+
+
+def test_constrain_lets_a_row_with_nothing_else_end_before_min_length():
+    log_probs = torch.log_softmax(torch.randn(2, V), dim=-1)
+    expected = log_probs.clone()
+    history = torch.tensor([[A, B_, UNK, A], [A, B_, A, B_]])
+    # unigram blocking bans a, b and unk in row 0 (all but EOS) and a, b in row 1 (unk is left)
+    out = constrain(log_probs, torch.tensor([4, 4]), 6, torch.zeros(2, dtype=torch.bool), history=history,
+                    no_repeat_ngram=1)
+    assert out[0, EOS] == expected[0, EOS]
+    assert torch.isneginf(out[0, [A, B_, UNK]]).all()
+    assert torch.isneginf(out[1, [A, B_, EOS]]).all() and out[1, UNK] == expected[1, UNK]
+
+
 @pytest.mark.parametrize("arch", ["lstm", "gru"])
 def test_streamed_greedy_equals_whole_batch(arch):
     """Sentences joining a running batch (max_rows) decode exactly as in one batch."""
@@ -373,3 +420,81 @@ def test_streamed_greedy_equals_whole_batch(arch):
             streamed = greedy_search(model, src, mask, lengths, caps, min_length=min_length, max_rows=max_rows)
             assert [h.tokens for h in streamed] == [h.tokens for h in whole]
             assert [h.score for h in streamed] == pytest.approx([h.score for h in whole], abs=1e-5)
+
+
+def test_beam_with_ngram_blocking_equals_enumeration_of_outputs_without_repeats():
+    model = copy_model()
+    cap = 4
+    outputs = [o for n in range(cap + 1) for o in itertools.product([UNK, A, B_], repeat=n)
+               if len(set(itertools.pairwise(o))) == max(n - 1, 0)]  # no bigram twice
+    src, mask, lengths = pad(SOURCES)
+    beams = beam_search(model, src, mask, lengths, torch.full((len(SOURCES),), cap), beam=128, nbest=128,
+                        no_repeat_ngram=2)
+    for source, hyps in zip(SOURCES, beams):
+        log_probs = dict(zip(outputs, score_all(model, source, outputs)))
+        found = {tuple(h.tokens): h.log_prob for h in hyps}
+        assert found.keys() == log_probs.keys()
+        for o, log_prob in found.items():
+            assert log_prob == pytest.approx(log_probs[o], abs=1e-5)
+
+
+# ---- attention weights ---------------------------------------------------------------------
+@torch.inference_mode()
+def forced_attention(model, source: list[int], tokens: list[int]) -> torch.Tensor:
+    """Attention of each step when the output is fed token by token: (len(tokens) + 1, S)."""
+    src, mask, lengths = pad([source])
+    enc = model.encode(src, mask, lengths)
+    state = model.init_state(enc)
+    rows = []
+    for prev in [BOS] + tokens:
+        _, state = model.decode_step(torch.tensor([prev]), enc, state)
+        rows.append(state.attention[0])
+    return torch.stack(rows)
+
+
+def check_attention(model, sources, hyps):
+    for source, hyp in zip(sources, hyps):
+        weights = torch.tensor(hyp.attention)
+        assert weights.shape == (len(hyp.tokens) + 1, len(source))  # one row per token and one for EOS
+        torch.testing.assert_close(weights.sum(dim=1), torch.ones(len(hyp.tokens) + 1))
+        torch.testing.assert_close(weights, forced_attention(model, source, hyp.tokens), atol=1e-5, rtol=0)
+
+
+ATTENTION_SOURCES = [[4, 7, 9, 5, 6, 11, 4], [5], [8, 8, 4, 10], [6, 9, 11], [4, 5, 6, 7, 8], [10, 4]]
+
+
+def attention_model(arch: str):
+    if arch == "transformer":  # untrained: the weights only need to differ from step to step
+        torch.manual_seed(2)
+        cfg = ModelConfig(arch="transformer", embed_dim=16, hidden=16, heads=4, ff_size=32, encoder_layers=1,
+                          decoder_layers=2, dropout=0.0)
+        return build_model(cfg, 12, 12).eval()
+    return copy_model(arch, "bahdanau" if arch == "gru" else "general", vocab=12)
+
+
+@pytest.mark.parametrize("arch", ["lstm", "gru", "transformer"])
+def test_attention_rows_follow_the_chosen_hypotheses(arch):
+    model = attention_model(arch)
+    src, mask, lengths = pad(ATTENTION_SOURCES)
+    caps = torch.tensor([9, 3, 6, 5, 7, 4])
+    for max_rows in (None, 2):  # rows joining and leaving a streamed batch
+        greedy = greedy_search(model, src, mask, lengths, caps, max_rows=max_rows, attention=True)
+        check_attention(model, ATTENTION_SOURCES, greedy)
+    beams = beam_search(model, src, mask, lengths, caps, beam=4, nbest=4, attention=True)
+    assert all(len(row) == 4 for row in beams)
+    for source, row in zip(ATTENTION_SOURCES, beams):  # beams reordered at every step
+        check_attention(model, [source] * len(row), row)
+    samples = sample_search(model, src, mask, lengths, caps, attention=True, generator=torch.Generator().manual_seed(0))
+    check_attention(model, ATTENTION_SOURCES, samples)
+
+
+def test_attention_is_none_unless_asked_or_when_the_model_has_none():
+    model = copy_model(vocab=12)
+    src, mask, lengths = pad(ATTENTION_SOURCES)
+    caps = torch.full((len(ATTENTION_SOURCES),), 5)
+    assert all(h.attention is None for h in greedy_search(model, src, mask, lengths, caps))
+    assert all(h.attention is None for row in beam_search(model, src, mask, lengths, caps, beam=2) for h in row)
+    batch = stub_batch([0, 1], [10, 2])
+    assert all(h.attention is None for h in greedy_search(StubDecoder(TABLES), *batch, attention=True))
+    beams = beam_search(StubDecoder(TABLES), *batch, beam=2, nbest=2, attention=True)
+    assert all(h.attention is None for row in beams for h in row)

@@ -3,7 +3,8 @@
 Each step scores every extension of every live beam, keeps the 2K best per sentence, sets
 aside those among the first K that end with EOS (as fairseq does), and continues with the K
 best that do not. A sentence leaves the batch once it holds K finished hypotheses or reaches
-its length cap; the decoder state follows the survivors through `select` only.
+its length cap; the decoder state follows the survivors through `select` only, and so do
+the tokens (and, when asked, the attention weights) each live beam has generated.
 """
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from transduce.decoding.scoring import constrain, normalise
 @torch.inference_mode()
 def beam_search(
     model, src: torch.Tensor, src_mask: torch.Tensor, src_lengths: torch.Tensor, caps: torch.Tensor,
-    beam: int = 5, nbest: int = 1, length_penalty: str = "avg", min_length: int = 0,
+    beam: int = 5, nbest: int = 1, length_penalty: str = "avg", min_length: int = 0, *, length_alpha: float = 0.6,
+    no_repeat_ngram: int = 0, suppress_unk: bool = False, attention: bool = False,
 ) -> list[list[Hypothesis]]:
     """The `nbest` best hypotheses of each sentence, best first.
 
@@ -32,6 +34,8 @@ def beam_search(
     scores = torch.full((B, K), float("-inf"), device=device)
     scores[:, 0] = 0.0  # all beams start identical: only the first may extend
     history = torch.empty((B * K, 0), dtype=torch.long, device=device)
+    weights = None  # (n*K, t, S) attention weights of each live beam's tokens, when asked
+    src_width = src_lengths.tolist()
     prev = torch.full((B * K,), BOS, dtype=torch.long, device=device)
     finished: list[list[Hypothesis]] = [[] for _ in range(B)]
     t = 0
@@ -40,7 +44,11 @@ def beam_search(
         lp, state = model.decode_step(prev, enc, state)  # (n*K, V)
         V = lp.size(-1)
         at_cap = (live_caps <= t).repeat_interleave(K)
-        lp = constrain(lp.float(), t, min_length, at_cap)
+        lp = constrain(lp.float(), t, min_length, at_cap, suppress_unk=suppress_unk, history=history,
+                       no_repeat_ngram=no_repeat_ngram)
+        step_weights = state.attention.float() if attention and state.attention is not None else None  # (n*K, S)
+        if step_weights is not None and weights is None:
+            weights = step_weights.new_empty((n * K, 0, step_weights.size(1)))
         candidates = (scores.unsqueeze(2) + lp.view(n, K, V)).view(n, K * V)
         top_scores, top_ids = candidates.topk(min(2 * K, K * V), dim=1)  # (n, 2K)
         top_beams, top_tokens = top_ids // V, top_ids % V
@@ -49,12 +57,15 @@ def beam_search(
         # set aside hypotheses that end here, among the first K candidates only
         ended = is_eos[:, :K].nonzero().tolist()
         if ended:
-            ended_rows = history[[i * K + int(top_beams[i, r]) for i, r in ended]].tolist()
+            ended_at = [i * K + int(top_beams[i, r]) for i, r in ended]
             ended_scores = top_scores[[i for i, _ in ended], [r for _, r in ended]].tolist()
-            for (i, _), tokens, total in zip(ended, ended_rows, ended_scores):
-                finished[sentences[i]].append(
-                    Hypothesis(tokens, normalise(total, len(tokens) + 1, length_penalty), total)
-                )
+            ended_weights = [None] * len(ended)
+            if step_weights is not None:  # the beam's rows, then the EOS step's row
+                ended_weights = torch.cat([weights[ended_at], step_weights[ended_at].unsqueeze(1)], dim=1).cpu()
+            for (i, _), tokens, total, w in zip(ended, history[ended_at].tolist(), ended_scores, ended_weights):
+                j = sentences[i]
+                finished[j].append(Hypothesis(tokens, normalise(total, len(tokens) + 1, length_penalty, length_alpha),
+                                              total, None if w is None else w[:, : src_width[j]].tolist()))
 
         # continue with the K best candidates that do not end
         live_scores = top_scores.masked_fill(is_eos, float("-inf"))
@@ -70,6 +81,8 @@ def beam_search(
         keep_t = torch.tensor(keep, device=device)
         rows = (keep_t.unsqueeze(1) * K + beams[keep_t]).view(-1)  # (n'*K,) surviving rows
         history = torch.cat([history[rows], tokens[keep_t].view(-1, 1)], dim=1)
+        if step_weights is not None:
+            weights = torch.cat([weights[rows], step_weights[rows].unsqueeze(1)], dim=1)  # (n'*K, t, S)
         state = state.select(rows)
         if len(keep) < n:
             enc = enc.select((keep_t.unsqueeze(1) * K + torch.arange(K, device=device)).view(-1))

@@ -3,21 +3,24 @@
 With `max_rows`, the batch runs as a stream: at most `max_rows` sentences decode at once, and
 whenever half of them have finished, the next sentences are encoded and join the running
 batch (their encoder outputs and states are concatenated in through `cat`). The long tail of
-a batch, where a few sentences keep going while the rest wait, disappears.
+a batch, where a few sentences keep going while the rest wait, disappears. Each row keeps
+its sentence's index, so outputs (and, when asked, attention weights) land in per-sentence
+buffers whichever rows come and go.
 """
 from __future__ import annotations
 
 import torch
 
 from transduce.constants import BOS, EOS
-from transduce.decoding.results import Hypothesis, hypotheses_from_buffers
+from transduce.decoding.results import Hypothesis, StepAttention, hypotheses_from_buffers
 from transduce.decoding.scoring import constrain
 
 
 @torch.inference_mode()
 def greedy_search(
     model, src: torch.Tensor, src_mask: torch.Tensor, src_lengths: torch.Tensor, caps: torch.Tensor,
-    length_penalty: str = "avg", min_length: int = 0, max_rows: int | None = None,
+    length_penalty: str = "avg", min_length: int = 0, max_rows: int | None = None, *, length_alpha: float = 0.6,
+    no_repeat_ngram: int = 0, suppress_unk: bool = False, attention: bool = False,
 ) -> list[Hypothesis]:
     """Decode a batch; finished sentences leave it, so later steps cost less.
 
@@ -35,7 +38,8 @@ def greedy_search(
     prev = torch.empty(0, dtype=torch.long, device=device)
     alive = torch.empty(0, dtype=torch.bool, device=device)  # finished rows wait to be dropped together
     enc = state = None
-    admitted = 0
+    admitted = iterations = 0
+    recorder = StepAttention() if attention else None
     while True:
         room = max_rows - rows.numel()
         if admitted < B and room > 0 and (not rows.numel() or room >= max_rows // 2):
@@ -50,12 +54,17 @@ def greedy_search(
             prev = torch.cat([prev, torch.full_like(new, BOS)])
             alive = torch.cat([alive, torch.ones_like(new, dtype=torch.bool)])
         lp, state = model.decode_step(prev, enc, state)  # (n, V)
-        lp = constrain(lp.float(), steps, min_length, caps[rows] <= steps)
+        history = out[rows, :iterations] if no_repeat_ngram else None  # (n, iterations), each row's first `steps`
+        lp = constrain(lp.float(), steps, min_length, caps[rows] <= steps, suppress_unk=suppress_unk,
+                       history=history, no_repeat_ngram=no_repeat_ngram)
         best, tok = lp.max(dim=-1)  # (n,)
         live_rows, live_steps = rows[alive], steps[alive]
+        if recorder is not None:
+            recorder.record(live_rows, live_steps, None if state.attention is None else state.attention[alive])
         out[live_rows, live_steps] = tok[alive]
         total[live_rows] += best[alive].double()
         steps = steps + 1
+        iterations += 1
         ended = tok.eq(EOS) & alive
         if bool(ended.any()):
             lengths[rows[ended]] = steps[ended]
@@ -73,4 +82,5 @@ def greedy_search(
                     break
                 enc, state = enc.select(keep), state.select(keep)
         prev = tok
-    return hypotheses_from_buffers(out, total, lengths, length_penalty)
+    weights_by_sentence = recorder.per_sentence(B, src_lengths) if recorder is not None else None
+    return hypotheses_from_buffers(out, total, lengths, length_penalty, length_alpha, weights_by_sentence)

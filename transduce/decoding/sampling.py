@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from transduce.constants import BOS, EOS
-from transduce.decoding.results import Hypothesis, hypotheses_from_buffers
+from transduce.decoding.results import Hypothesis, StepAttention, hypotheses_from_buffers
 from transduce.decoding.scoring import constrain
 
 
@@ -36,7 +36,8 @@ def restrict(log_probs: torch.Tensor, temperature: float, top_k: int, top_p: flo
 def sample_search(
     model, src: torch.Tensor, src_mask: torch.Tensor, src_lengths: torch.Tensor, caps: torch.Tensor, *,
     temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, generator: torch.Generator | None = None,
-    length_penalty: str = "avg", min_length: int = 0,
+    length_penalty: str = "avg", length_alpha: float = 0.6, min_length: int = 0, no_repeat_ngram: int = 0,
+    suppress_unk: bool = False, attention: bool = False,
 ) -> list[Hypothesis]:
     """One sample per sentence. Shape: src, src_mask (B, S); src_lengths, caps (B,)"""
     B, device = src.size(0), src.device
@@ -48,12 +49,16 @@ def sample_search(
     total = torch.zeros(B, dtype=torch.float64, device=device)
     lengths = torch.zeros(B, dtype=torch.long, device=device)
     prev = torch.full((B,), BOS, dtype=torch.long, device=device)
+    recorder = StepAttention() if attention else None
     t = 0
     while True:
         lp, state = model.decode_step(prev, enc, state)  # (n, V)
-        lp = constrain(lp.float(), t, min_length, caps[rows] <= t)
+        lp = constrain(lp.float(), t, min_length, caps[rows] <= t, suppress_unk=suppress_unk,
+                       history=out[rows, :t] if no_repeat_ngram else None, no_repeat_ngram=no_repeat_ngram)
         weights = torch.softmax(restrict(lp, temperature, top_k, top_p), dim=1)
         tok = torch.multinomial(weights, 1, generator=generator).squeeze(1)  # (n,)
+        if recorder is not None:
+            recorder.record(rows, torch.full_like(rows, t), state.attention)
         out[rows, t] = tok
         total[rows] += lp.gather(1, tok.unsqueeze(1)).squeeze(1).double()
         t += 1
@@ -66,4 +71,5 @@ def sample_search(
             rows, tok = rows[keep], tok[keep]
             enc, state = enc.select(keep), state.select(keep)
         prev = tok
-    return hypotheses_from_buffers(out, total, lengths, length_penalty)
+    weights_by_sentence = recorder.per_sentence(B, src_lengths) if recorder is not None else None
+    return hypotheses_from_buffers(out, total, lengths, length_penalty, length_alpha, weights_by_sentence)

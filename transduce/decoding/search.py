@@ -15,14 +15,18 @@ from transduce.decoding.scoring import max_lengths
 
 
 def decode_examples(
-    model, examples: Sequence[Example], cfg: DecodeConfig, *, nbest: int = 1, device: str | torch.device = "cpu"
+    model, examples: Sequence[Example], cfg: DecodeConfig, *, nbest: int = 1, device: str | torch.device = "cpu",
+    attention: bool = False,
 ) -> list[list[Hypothesis]]:
     """n-best lists for each example, in the order given. Beam 1 is greedy search; with
-    cfg.sample, n independent samples per example (reproducible under cfg.seed)."""
+    cfg.sample, n independent samples per example (reproducible under cfg.seed). With
+    `attention`, each hypothesis carries its attention weights (when the model has them)."""
     results: list[list[Hypothesis]] = [[] for _ in examples]
     position = {id(ex): i for i, ex in enumerate(examples)}
     greedy = cfg.beam == 1 and nbest == 1 and not cfg.sample
     generator = torch.Generator(device=device).manual_seed(cfg.seed) if cfg.sample else None
+    common = dict(length_penalty=cfg.length_penalty, length_alpha=cfg.length_alpha, min_length=cfg.min_length,
+                  no_repeat_ngram=cfg.no_repeat_ngram, suppress_unk=cfg.suppress_unk, attention=attention)
     # greedy streams every sentence through one running batch of at most batch_size rows
     groups = [sorted(examples, key=lambda e: len(e.src), reverse=True)] if greedy else \
         sentence_batches(list(examples), cfg.batch_size)
@@ -36,18 +40,17 @@ def decode_examples(
             caps = max_lengths(batch.src_lengths, cfg.max_length, cfg.max_length_ratio)
             if greedy:
                 hyps = [[h] for h in greedy_search(model, batch.src, batch.src_mask, batch.src_lengths, caps,
-                                                   cfg.length_penalty, cfg.min_length, max_rows=cfg.batch_size)]
+                                                   max_rows=cfg.batch_size, **common)]
             elif cfg.sample:
                 repeat = torch.arange(batch.size, device=batch.src.device).repeat_interleave(nbest)
-                samples = sample_search(model, batch.src[repeat], batch.src_mask[repeat], batch.src_lengths[repeat.cpu()],
-                                        caps[repeat.cpu()], temperature=cfg.temperature, top_k=cfg.top_k,
-                                        top_p=cfg.top_p, generator=generator, length_penalty=cfg.length_penalty,
-                                        min_length=cfg.min_length)
+                on_cpu = repeat.cpu()
+                samples = sample_search(model, batch.src[repeat], batch.src_mask[repeat], batch.src_lengths[on_cpu],
+                                        caps[on_cpu], temperature=cfg.temperature, top_k=cfg.top_k,
+                                        top_p=cfg.top_p, generator=generator, **common)
                 hyps = [sorted(samples[i * nbest:(i + 1) * nbest], key=lambda h: -h.score) for i in range(batch.size)]
             else:
                 hyps = beam_search(model, batch.src, batch.src_mask, batch.src_lengths, caps,
-                                   beam=max(cfg.beam, nbest), nbest=nbest, length_penalty=cfg.length_penalty,
-                                   min_length=cfg.min_length)
+                                   beam=max(cfg.beam, nbest), nbest=nbest, **common)
             for ex, h in zip(group, hyps):
                 results[position[id(ex)]] = h
     finally:
