@@ -20,6 +20,14 @@ def _add_decode_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--beam", type=int, help="beam size (1 = greedy); default: the model's decode.beam")
     p.add_argument("--max-length", type=int, help="most tokens to generate")
     p.add_argument("--max-length-ratio", type=float, help="also cap at this ratio of the source length")
+    p.add_argument("--min-length", type=int, help="tokens to generate before the end is allowed")
+    p.add_argument("--length-penalty", choices=["avg", "gnmt", "none"], help="score normalisation: avg "
+                   "(log-prob / length), gnmt (log-prob / ((5 + length) / 6) ** alpha), none")
+    p.add_argument("--length-alpha", type=float,
+                   help="alpha of --length-penalty gnmt; default: the model's decode.length_alpha")
+    p.add_argument("--no-repeat-ngram", type=int, metavar="N",
+                   help="no output repeats one of its own N-grams (0 = off)")
+    p.add_argument("--suppress-unk", action="store_true", default=None, help="never output the unknown token")
     p.add_argument("--batch-size", type=int, help="sentences per decode batch")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     p.add_argument("--sample", action="store_true", default=None, help="sample tokens instead of searching")
@@ -33,8 +41,9 @@ def _add_decode_options(p: argparse.ArgumentParser) -> None:
 
 def _decode_overrides(args) -> dict:
     return dict(beam=args.beam, max_length=args.max_length, max_length_ratio=args.max_length_ratio,
-                batch_size=args.batch_size, sample=args.sample, temperature=args.temperature, top_k=args.top_k,
-                top_p=args.top_p, seed=args.seed)
+                min_length=args.min_length, length_penalty=args.length_penalty, length_alpha=args.length_alpha,
+                no_repeat_ngram=args.no_repeat_ngram, suppress_unk=args.suppress_unk, batch_size=args.batch_size,
+                sample=args.sample, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,6 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", help="input text file, one source per line (default: stdin)")
     p.add_argument("--output", help="output file (default: stdout)")
     p.add_argument("--nbest", type=int, default=1, help="print the N best outputs per line, tab-separated with scores")
+    p.add_argument("--json", action="store_true",
+                   help='one JSON object per line: {"source", "outputs": [{"text", "score", "tokens"}, ...]}')
+    p.add_argument("--attention", action="store_true",
+                   help="with --json: also each output's attention weights and the source tokens they weigh")
     _add_decode_options(p)
 
     p = sub.add_parser("evaluate", help="score a model on pairs",
@@ -108,13 +121,18 @@ def _set(config: Config, key: str, value) -> Config:
 def cmd_translate(args) -> int:
     from transduce.inference import load
 
+    if args.attention and not args.json:
+        raise ConfigError("--attention needs --json")
     translator = load(args.model, device=args.device, precision=args.precision)
     lines = list(read_lines(args.input) if args.input else read_lines(stream=sys.stdin.buffer))
-    rows = translator.translate_nbest(lines, nbest=args.nbest, **_decode_overrides(args))
+    rows = translator.translate_nbest(lines, nbest=args.nbest, attention=args.attention,
+                                      **_decode_overrides(args))
     sink = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
     try:
-        for row in rows:
-            if args.nbest == 1:
+        for line, row in zip(lines, rows):
+            if args.json:
+                sink.write(json.dumps(_json_record(line, row, args.attention), ensure_ascii=False) + "\n")
+            elif args.nbest == 1:
                 sink.write((row[0].text if row else "") + "\n")
             else:
                 sink.write("\t".join(f"{t.text}\t{t.score:.4f}" for t in row) + "\n")
@@ -122,6 +140,17 @@ def cmd_translate(args) -> int:
         if args.output:
             sink.close()
     return 0
+
+
+def _json_record(source: str, row: list, attention: bool) -> dict:
+    """{"source", "outputs": [{"text", "score", "tokens"(, "source_tokens", "attention")}, ...]}"""
+    outputs = []
+    for t in row:
+        output = {"text": t.text, "score": t.score, "tokens": t.tokens}
+        if attention:
+            output.update(source_tokens=t.source_tokens, attention=t.attention)
+        outputs.append(output)
+    return {"source": source, "outputs": outputs}
 
 
 def cmd_evaluate(args) -> int:

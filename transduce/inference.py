@@ -6,7 +6,7 @@ JSON and tensors only, so opening a model never executes code from it.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -32,11 +32,18 @@ class ModelLoadError(RuntimeError):
 
 @dataclass
 class Translation:
-    """One output text with its score; `tokens` are the target tokens (for display)."""
+    """One output text with its score; `tokens` are the target tokens (for display).
+
+    `attention`, when asked for: one row per target token and one for the end of the output,
+    each with one weight per source token of `source_tokens` (an empty source reads as one
+    end-of-sentence token, so its rows hold one weight); None when the model has none.
+    """
 
     text: str
     score: float
     tokens: list[str]
+    source_tokens: list[str] = field(default_factory=list)
+    attention: list[list[float]] | None = None
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -80,21 +87,27 @@ class Translator:
         """The model's saved decoding settings with the given ones replaced (None = keep)."""
         return replace(self.config.decode, **{k: v for k, v in overrides.items() if v is not None})
 
-    def translate_nbest(self, texts: Sequence[str], *, nbest: int = 1, **options) -> list[list[Translation]]:
-        """n-best translations of each text, best first. Options: beam, max_length, max_length_ratio,
-        length_penalty, batch_size."""
+    def translate_nbest(
+        self, texts: Sequence[str], *, nbest: int = 1, attention: bool = False, **options
+    ) -> list[list[Translation]]:
+        """n-best translations of each text, best first, with attention weights when asked.
+
+        Options: the fields of DecodeConfig (beam, max_length, length_penalty, no_repeat_ngram,
+        suppress_unk, sample, ...)."""
         cfg = self.decode_options(**options)
         examples = [Example(self.codec.encode_source(text), None, i) for i, text in enumerate(texts)]
         with self._lock:
-            hyps = decode_examples(self.model, examples, cfg, nbest=nbest, device=self.device)
-        return [[self._to_translation(h) for h in row] for row in hyps]
+            hyps = decode_examples(self.model, examples, cfg, nbest=nbest, device=self.device, attention=attention)
+        sources = [self.codec.source_tokens(text) for text in texts]
+        return [[self._to_translation(h, source) for h in row] for source, row in zip(sources, hyps)]
 
     def translate(self, texts: Sequence[str], *, beam: int | None = None, **options) -> list[str]:
         """The best translation of each text."""
         return [row[0].text if row else "" for row in self.translate_nbest(texts, beam=beam, **options)]
 
-    def _to_translation(self, hyp: Hypothesis) -> Translation:
-        return Translation(self.codec.decode_target(hyp.tokens), hyp.score, self.codec.target_tokens(hyp.tokens))
+    def _to_translation(self, hyp: Hypothesis, source_tokens: list[str]) -> Translation:
+        return Translation(self.codec.decode_target(hyp.tokens), hyp.score, self.codec.target_tokens(hyp.tokens),
+                           source_tokens, hyp.attention)
 
 
 def load(directory: str | Path, device: str = "auto", precision: str = "fp32") -> Translator:

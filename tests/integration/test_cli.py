@@ -1,5 +1,6 @@
 """The `transduce` command end to end, in a subprocess: train, translate, evaluate, --help, and
 one-line errors (exit status 2, no traceback) for every kind of bad input."""
+import itertools
 import json
 import os
 import random
@@ -96,6 +97,58 @@ def test_translate_nbest(trained):
         scores = [float(fields[1]), float(fields[3])]
         assert scores[0] >= scores[1]
         assert all(s <= 0 for s in scores)
+
+
+def test_translate_json(trained):
+    _, out, _ = trained
+    proc = run("translate", "--model", out, "--nbest", 2, "--beam", 3, "--max-length", 12, "--json",
+               stdin="a b c\nf e\n")
+    assert proc.returncode == 0, proc.err
+    records = [json.loads(line) for line in proc.out.splitlines()]
+    assert [r["source"] for r in records] == ["a b c", "f e"]
+    for record in records:
+        assert len(record["outputs"]) == 2
+        for output in record["outputs"]:
+            assert set(output) == {"text", "score", "tokens"}
+            assert "".join(output["tokens"]) == output["text"]  # characters
+        assert record["outputs"][0]["score"] >= record["outputs"][1]["score"]
+
+
+@pytest.mark.parametrize("decode", [["--beam", 1], ["--beam", 3, "--nbest", 2], ["--sample", "--seed", 1]])
+def test_translate_json_with_attention(trained, decode):
+    _, out, _ = trained
+    proc = run("translate", "--model", out, "--max-length", 8, "--json", "--attention", *decode,
+               stdin="a b c\nf e d\n")
+    assert proc.returncode == 0, proc.err
+    for line, source in zip(proc.out.splitlines(), ["a b c", "f e d"]):
+        for output in json.loads(line)["outputs"]:
+            assert output["source_tokens"] == list(source)
+            assert len(output["attention"]) == len(output["tokens"]) + 1  # and the end of the output
+            for row in output["attention"]:
+                assert len(row) == len(source) and sum(row) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_translate_attention_needs_json(trained):
+    _, out, _ = trained
+    _assert_one_line_error(run("translate", "--model", out, "--attention", stdin="a\n"), "--json")
+
+
+def test_translate_and_evaluate_with_decoding_rules(trained):
+    root, out, _ = trained
+    rules = ["--no-repeat-ngram", 2, "--suppress-unk", "--length-penalty", "gnmt", "--length-alpha", 1.0,
+             "--min-length", 2, "--max-length", 12]
+    for decode in (["--beam", 1], ["--beam", 3], ["--sample"]):
+        proc = run("translate", "--model", out, "--json", *rules, *decode, stdin="a b c\nd d d d\nz z\n")
+        assert proc.returncode == 0, proc.err
+        for line in proc.out.splitlines():
+            tokens = json.loads(line)["outputs"][0]["tokens"]
+            assert len(tokens) >= 2 and "<unk>" not in tokens
+            assert len(set(itertools.pairwise(tokens))) == len(tokens) - 1, tokens
+    proc = run("evaluate", "--model", out, "--data", root / "dev.tsv", *rules)
+    assert proc.returncode == 0, proc.err
+    decode = json.loads(proc.out)["decode"]
+    assert (decode["no_repeat_ngram"], decode["suppress_unk"], decode["length_penalty"], decode["length_alpha"],
+            decode["min_length"]) == (2, True, "gnmt", 1.0, 2)
 
 
 def test_evaluate_prints_a_json_report(trained):
