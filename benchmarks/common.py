@@ -2,7 +2,8 @@
 
 The protocol (`../shared/peers/README.md`): one joint SentencePiece unigram model over train
 source+target, one shared vocabulary, all embeddings tied; LSTM 2-layer bidirectional
-encoder 256 / 2-layer decoder 256, Luong general attention with input feeding; batches of
+encoder 256 / 2-layer decoder 256, Luong general attention with input feeding; Transformer 3+3
+layers, d_model 256, 4 heads, feed-forward 1024, pre-norm, sinusoidal positions; batches of
 2048 padded tokens; Adam (0.9, 0.98), warm-up then inverse square root, label smoothing 0.1,
 clip 1.0; 2 threads.
 """
@@ -22,7 +23,7 @@ DEFAULT_DATA = ROOT.parent / "shared" / "data" / "multi30k-en-de"
 
 def parse_args(description: str, extra=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--arch", default="lstm", choices=["lstm", "gru"])
+    parser.add_argument("--arch", default="lstm", choices=["lstm", "gru", "transformer"])
     parser.add_argument("--data", default=str(DEFAULT_DATA), help="folder with train.tsv, dev.tsv, test.tsv")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--work", default="/tmp/transduce-bench", help="where models are written")
@@ -39,7 +40,19 @@ def spm_vocab_size(data: Path) -> int:
     return int(marker.read_text().strip()) if marker.exists() else 8000
 
 
+TRANSFORMER = {"arch": "transformer", "embed_dim": 256, "hidden": 256, "encoder_layers": 3, "decoder_layers": 3,
+               "heads": 4, "ff_size": 1024, "norm": "pre", "positions": "sinusoidal", "dropout": 0.1,
+               "attention_dropout": 0.1, "share_embeddings": True, "tie_output": True}
+
+
 def protocol_config(arch: str, data: Path, threads: int, updates: int = 300, precision: str = "fp32") -> Config:
+    config = _rnn_protocol_config(arch if arch != "transformer" else "lstm", data, threads, updates, precision)
+    if arch == "transformer":
+        config = Config.from_dict({**config.to_dict(), "model": TRANSFORMER})
+    return config
+
+
+def _rnn_protocol_config(arch: str, data: Path, threads: int, updates: int, precision: str) -> Config:
     return Config.from_dict({
         "data": {"train": str(data / "train.tsv"), "dev": None, "tokenizer": "spm",
                  "spm_vocab_size": spm_vocab_size(data), "joint_tokenizer": True, "shared_vocab": True,

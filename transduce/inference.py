@@ -15,7 +15,6 @@ from safetensors import SafetensorError
 
 from transduce.config import Config, ConfigError, DecodeConfig
 from transduce.constants import CONFIG_FILE, WEIGHTS_FILE
-from transduce.data.batching import Example
 from transduce.data.codec import TextCodec
 from transduce.decoding.results import Hypothesis
 from transduce.decoding.search import decode_examples
@@ -95,19 +94,21 @@ class Translator:
         Options: the fields of DecodeConfig (beam, max_length, length_penalty, no_repeat_ngram,
         suppress_unk, sample, ...)."""
         cfg = self.decode_options(**options)
-        examples = [Example(self.codec.encode_source(text), None, i) for i, text in enumerate(texts)]
+        copy = self.config.model.copy
+        examples = [self.codec.example(text, None, i, copy=copy) for i, text in enumerate(texts)]
         with self._lock:
             hyps = decode_examples(self.model, examples, cfg, nbest=nbest, device=self.device, attention=attention)
         sources = [self.codec.source_tokens(text) for text in texts]
-        return [[self._to_translation(h, source) for h in row] for source, row in zip(sources, hyps)]
+        return [[self._to_translation(h, source, ex.oov) for h in row] for source, ex, row in zip(sources, examples, hyps)]
 
     def translate(self, texts: Sequence[str], *, beam: int | None = None, **options) -> list[str]:
         """The best translation of each text."""
         return [row[0].text if row else "" for row in self.translate_nbest(texts, beam=beam, **options)]
 
-    def _to_translation(self, hyp: Hypothesis, source_tokens: list[str]) -> Translation:
-        return Translation(self.codec.decode_target(hyp.tokens), hyp.score, self.codec.target_tokens(hyp.tokens),
-                           source_tokens, hyp.attention)
+    def _to_translation(self, hyp: Hypothesis, source_tokens: list[str], oov: list[str] | None) -> Translation:
+        """`oov`: the words a copy model may have copied from this source (ids from len(vocabulary) on)."""
+        return Translation(self.codec.decode_target(hyp.tokens, oov), hyp.score,
+                           self.codec.target_tokens(hyp.tokens, oov), source_tokens, hyp.attention)
 
 
 def load(directory: str | Path, device: str = "auto", precision: str = "fp32") -> Translator:

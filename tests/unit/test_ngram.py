@@ -98,7 +98,7 @@ class RepeatingDecoder(torch.nn.Module):
         for token, p in probs.items():
             self.log_probs[token] = math.log(p)
 
-    def encode(self, src, src_mask, src_lengths):
+    def encode(self, src, src_mask, src_lengths, src_ext=None):
         return Encoding(src.size(0))
 
     def init_state(self, enc):

@@ -81,7 +81,7 @@ class StubDecoder:
         self.tables = tables
         self.steps = 0
 
-    def encode(self, src, src_mask, src_lengths):
+    def encode(self, src, src_mask, src_lengths, src_ext=None):
         return StubEncoding(src[:, 0].clone())
 
     def init_state(self, enc):

@@ -20,13 +20,15 @@ def beam_search(
     model, src: torch.Tensor, src_mask: torch.Tensor, src_lengths: torch.Tensor, caps: torch.Tensor,
     beam: int = 5, nbest: int = 1, length_penalty: str = "avg", min_length: int = 0, *, length_alpha: float = 0.6,
     no_repeat_ngram: int = 0, suppress_unk: bool = False, attention: bool = False,
+    src_ext: torch.Tensor | None = None,
 ) -> list[list[Hypothesis]]:
     """The `nbest` best hypotheses of each sentence, best first.
 
-    Shape: src, src_mask (B, S); src_lengths, caps (B,)
+    Copy models read `src_ext`, the extended ids of the source tokens.
+    Shape: src, src_mask, src_ext (B, S); src_lengths, caps (B,)
     """
     B, K, device = src.size(0), beam, src.device
-    enc = model.encode(src, src_mask, src_lengths)
+    enc = model.encode(src, src_mask, src_lengths, src_ext)
     enc = enc.select(torch.arange(B, device=device).repeat_interleave(K))  # (B*K, ...)
     state = model.init_state(enc)
     sentences = list(range(B))  # original sentence of each live group of K rows

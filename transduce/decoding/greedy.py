@@ -21,11 +21,13 @@ def greedy_search(
     model, src: torch.Tensor, src_mask: torch.Tensor, src_lengths: torch.Tensor, caps: torch.Tensor,
     length_penalty: str = "avg", min_length: int = 0, max_rows: int | None = None, *, length_alpha: float = 0.6,
     no_repeat_ngram: int = 0, suppress_unk: bool = False, attention: bool = False,
+    src_ext: torch.Tensor | None = None,
 ) -> list[Hypothesis]:
     """Decode a batch; finished sentences leave it, so later steps cost less.
 
     Sentences enter in row order (sort them by length, longest first, for little padding).
-    Shape: src, src_mask (B, S); src_lengths, caps (B,)
+    Copy models read `src_ext`, the extended ids of the source tokens.
+    Shape: src, src_mask, src_ext (B, S); src_lengths, caps (B,)
     """
     B, device = src.size(0), src.device
     max_rows = max_rows or B
@@ -46,7 +48,8 @@ def greedy_search(
             new = torch.arange(admitted, min(B, admitted + room), device=device)
             admitted += new.numel()
             width = int(src_lengths[new.cpu()].max())
-            new_enc = model.encode(src[new, :width], src_mask[new, :width], src_lengths[new.cpu()])
+            new_enc = model.encode(src[new, :width], src_mask[new, :width], src_lengths[new.cpu()],
+                                   None if src_ext is None else src_ext[new, :width])
             new_state = model.init_state(new_enc)
             enc, state = (new_enc, new_state) if enc is None else (enc.cat(new_enc), state.cat(new_state))
             rows = torch.cat([rows, new])

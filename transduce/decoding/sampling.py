@@ -38,10 +38,12 @@ def sample_search(
     temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, generator: torch.Generator | None = None,
     length_penalty: str = "avg", length_alpha: float = 0.6, min_length: int = 0, no_repeat_ngram: int = 0,
     suppress_unk: bool = False, attention: bool = False,
+    src_ext: torch.Tensor | None = None,
 ) -> list[Hypothesis]:
-    """One sample per sentence. Shape: src, src_mask (B, S); src_lengths, caps (B,)"""
+    """One sample per sentence (copy models read `src_ext`, the extended source ids).
+    Shape: src, src_mask, src_ext (B, S); src_lengths, caps (B,)"""
     B, device = src.size(0), src.device
-    enc = model.encode(src, src_mask, src_lengths)
+    enc = model.encode(src, src_mask, src_lengths, src_ext)
     state = model.init_state(enc)
     caps = caps.to(device)
     rows = torch.arange(B, device=device)

@@ -40,17 +40,18 @@ def decode_examples(
             caps = max_lengths(batch.src_lengths, cfg.max_length, cfg.max_length_ratio)
             if greedy:
                 hyps = [[h] for h in greedy_search(model, batch.src, batch.src_mask, batch.src_lengths, caps,
-                                                   max_rows=cfg.batch_size, **common)]
+                                                   max_rows=cfg.batch_size, src_ext=batch.src_ext, **common)]
             elif cfg.sample:
                 repeat = torch.arange(batch.size, device=batch.src.device).repeat_interleave(nbest)
                 on_cpu = repeat.cpu()
                 samples = sample_search(model, batch.src[repeat], batch.src_mask[repeat], batch.src_lengths[on_cpu],
                                         caps[on_cpu], temperature=cfg.temperature, top_k=cfg.top_k,
-                                        top_p=cfg.top_p, generator=generator, **common)
+                                        top_p=cfg.top_p, generator=generator,
+                                        src_ext=None if batch.src_ext is None else batch.src_ext[repeat], **common)
                 hyps = [sorted(samples[i * nbest:(i + 1) * nbest], key=lambda h: -h.score) for i in range(batch.size)]
             else:
                 hyps = beam_search(model, batch.src, batch.src_mask, batch.src_lengths, caps,
-                                   beam=max(cfg.beam, nbest), nbest=nbest, **common)
+                                   beam=max(cfg.beam, nbest), nbest=nbest, src_ext=batch.src_ext, **common)
             for ex, h in zip(group, hyps):
                 results[position[id(ex)]] = h
     finally:

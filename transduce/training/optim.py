@@ -9,8 +9,14 @@ from transduce.config import TrainConfig
 
 
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Adam:
+    """Adam with the fused kernel (one pass over each tensor instead of ~10 elementwise ones:
+    on a CPU the update of a 6M-parameter model drops from tens of ms to a few)."""
     params = list({id(p): p for p in model.parameters() if p.requires_grad}.values())  # tied weights once
-    return torch.optim.Adam(params, lr=cfg.lr, betas=cfg.adam_betas, eps=1e-9, weight_decay=cfg.weight_decay)
+    options = dict(lr=cfg.lr, betas=cfg.adam_betas, eps=1e-9, weight_decay=cfg.weight_decay)
+    try:
+        return torch.optim.Adam(params, fused=True, **options)
+    except (RuntimeError, TypeError):  # a device or torch release without the fused kernel
+        return torch.optim.Adam(params, **options)
 
 
 def learning_rate(step: int, cfg: TrainConfig) -> float:
