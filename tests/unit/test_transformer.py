@@ -226,3 +226,15 @@ def test_config_checks():
         ModelConfig(arch="transformer", embed_dim=18, hidden=18, heads=4)
     with pytest.raises(ConfigError, match="embed_dim must equal"):
         ModelConfig(arch="transformer", embed_dim=8, hidden=16, tie_output=False)
+
+
+def test_sinusoids_past_the_table_are_computed():
+    """A sinusoidal model handles sequences longer than max_positions, identically to one with a
+    larger table."""
+    short, long = _model(), _model()
+    short.sinusoids = short.sinusoids[:8]
+    src = torch.randint(4, SRC_V, (2, 12), generator=torch.Generator().manual_seed(0))
+    mask, lengths = src.ne(0), torch.tensor([12, 12])
+    with torch.no_grad():
+        assert torch.allclose(short.encode(src, mask, lengths).memory, long.encode(src, mask, lengths).memory,
+                              atol=1e-6)

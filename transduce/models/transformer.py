@@ -32,37 +32,48 @@ def sinusoidal_positions(positions: torch.Tensor, dim: int) -> torch.Tensor:
 
 
 class MultiHeadAttention(nn.Module):
-    """Multi-head attention; queries and keys/values projected separately so that the keys and
-    values of a source (or of past target tokens) are computed once and cached."""
+    """Multi-head attention. Self-attention projects queries, keys and values in one product;
+    cross-attention projects the source's keys and values apart from the queries, once per
+    source, so that decoding steps reuse them."""
 
-    def __init__(self, dim: int, heads: int, dropout: float) -> None:
+    def __init__(self, dim: int, heads: int, dropout: float, self_attention: bool) -> None:
         super().__init__()
         self.heads, self.head_dim, self.dropout = heads, dim // heads, dropout
-        self.query = nn.Linear(dim, dim)
-        self.key_value = nn.Linear(dim, 2 * dim)
+        if self_attention:
+            self.qkv = nn.Linear(dim, 3 * dim)
+        else:
+            self.query = nn.Linear(dim, dim)
+            self.key_value = nn.Linear(dim, 2 * dim)
         self.out = nn.Linear(dim, dim)
 
     def split(self, x: torch.Tensor) -> torch.Tensor:
         B, T, _ = x.shape
         return x.view(B, T, self.heads, self.head_dim).transpose(1, 2)  # (B, h, T, d)
 
+    def project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Self-attention: queries, keys, values of x. Shape: (B, T, H) -> 3 x (B, h, T, d)"""
+        q, k, v = self.qkv(x).chunk(3, dim=-1)
+        return self.split(q), self.split(k), self.split(v)
+
     def keys_values(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Shape: x (B, T, H) -> keys, values (B, h, T, d)"""
+        """Cross-attention: keys and values of the source. Shape: x (B, S, H) -> 2 x (B, h, S, d)"""
         k, v = self.key_value(x).chunk(2, dim=-1)
         return self.split(k), self.split(v)
 
+    def queries(self, x: torch.Tensor) -> torch.Tensor:
+        return self.split(self.query(x))
+
     def forward(
-        self, x: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor | None = None,
+        self, q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor | None = None,
         causal: bool = False, weights: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Attend from x to keys/values; `mask` (B, 1, 1|T, S) True where attention is allowed.
+        """Attend from queries q to keys/values; `mask` (B, 1, 1|T, S) True where allowed.
 
         With weights=True the attention weights, averaged over heads, come back too (computed
-        explicitly, for display: SDPA does not return them).
-        Shape: x (B, T, H), keys, values (B, h, S, d) -> (B, T, H), weights (B, T, S) or None
+        explicitly, for display and copying: SDPA does not return them).
+        Shape: q (B, h, T, d), keys, values (B, h, S, d) -> (B, T, H), weights (B, T, S) or None
         """
-        B, T, H = x.shape
-        q = self.split(self.query(x))  # (B, h, T, d)
+        B, _, T, _ = q.shape
         p = self.dropout if self.training else 0.0
         if weights:
             scores = q @ keys.transpose(-1, -2) / math.sqrt(self.head_dim)  # (B, h, T, S)
@@ -74,7 +85,7 @@ class MultiHeadAttention(nn.Module):
         else:
             ctx = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, dropout_p=p, is_causal=causal)
             averaged = None
-        return self.out(ctx.transpose(1, 2).reshape(B, T, H)), averaged
+        return self.out(ctx.transpose(1, 2).reshape(B, T, -1)), averaged
 
 
 class FeedForward(nn.Module):
@@ -105,15 +116,14 @@ class EncoderLayer(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         pre = cfg.norm == "pre"
-        self.attention = MultiHeadAttention(cfg.hidden, cfg.heads, cfg.attention_dropout)
+        self.attention = MultiHeadAttention(cfg.hidden, cfg.heads, cfg.attention_dropout, self_attention=True)
         self.feed_forward = FeedForward(cfg.hidden, cfg.ff_size, cfg.dropout)
         self.sub_attention, self.sub_ff = Sublayer(cfg.hidden, cfg.dropout, pre), Sublayer(cfg.hidden, cfg.dropout, pre)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Shape: x (B, S, H), mask (B, 1, 1, S) -> (B, S, H)"""
-        h = self.sub_attention.before(x)
-        k, v = self.attention.keys_values(h)
-        x = self.sub_attention.after(x, self.attention(h, k, v, mask)[0])
+        q, k, v = self.attention.project(self.sub_attention.before(x))
+        x = self.sub_attention.after(x, self.attention(q, k, v, mask)[0])
         return self.sub_ff.after(x, self.feed_forward(self.sub_ff.before(x)))
 
 
@@ -121,8 +131,8 @@ class DecoderLayer(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         pre = cfg.norm == "pre"
-        self.self_attention = MultiHeadAttention(cfg.hidden, cfg.heads, cfg.attention_dropout)
-        self.cross_attention = MultiHeadAttention(cfg.hidden, cfg.heads, cfg.attention_dropout)
+        self.self_attention = MultiHeadAttention(cfg.hidden, cfg.heads, cfg.attention_dropout, self_attention=True)
+        self.cross_attention = MultiHeadAttention(cfg.hidden, cfg.heads, cfg.attention_dropout, self_attention=False)
         self.feed_forward = FeedForward(cfg.hidden, cfg.ff_size, cfg.dropout)
         self.sub_self, self.sub_cross, self.sub_ff = (Sublayer(cfg.hidden, cfg.dropout, pre) for _ in range(3))
 
@@ -139,15 +149,15 @@ class DecoderLayer(nn.Module):
         head-averaged cross-attention weights when asked.
         Shape: x (B, T, H); self_kv (B, h, t, d) each; cross_kv (B, h, S, d) each; src_mask (B, 1, 1, S)
         """
-        h = self.sub_self.before(x)
-        k, v = self.self_attention.keys_values(h)  # (B, h, T, d)
+        q, k, v = self.self_attention.project(self.sub_self.before(x))  # (B, h, T, d) each
         if self_kv is None:
-            attended = self.self_attention(h, k, v, causal=x.size(1) > 1)[0]
+            attended = self.self_attention(q, k, v, causal=x.size(1) > 1)[0]
         else:
             k, v = torch.cat([self_kv[0], k], dim=2), torch.cat([self_kv[1], v], dim=2)
-            attended = self.self_attention(h, k, v, self_mask)[0]
+            attended = self.self_attention(q, k, v, self_mask)[0]
         x = self.sub_self.after(x, attended)
-        context, attention = self.cross_attention(self.sub_cross.before(x), *cross_kv, src_mask, weights=weights)
+        q = self.cross_attention.queries(self.sub_cross.before(x))
+        context, attention = self.cross_attention(q, *cross_kv, src_mask, weights=weights)
         x = self.sub_cross.after(x, context)
         x = self.sub_ff.after(x, self.feed_forward(self.sub_ff.before(x)))
         return x, (k, v), attention
@@ -176,14 +186,22 @@ class TransformerSeq2Seq(nn.Module):
         self.prior = SourcePrior(src_vocab_size, tgt_vocab_size, src_to_tgt) if cfg.source_prior else None
         self.dropout = Dropout(cfg.dropout)
         self.scale = math.sqrt(cfg.hidden)
+        table = sinusoidal_positions(torch.arange(cfg.max_positions), cfg.hidden)
+        self.register_buffer("sinusoids", table, persistent=False)  # fixed: not saved with the weights
 
-    def _embed(self, embed: nn.Embedding, tokens: torch.Tensor, positions: torch.Tensor, side: str) -> torch.Tensor:
-        """Scaled embeddings plus positions. Shape: tokens, positions (B, T) -> (B, T, H)"""
+    def _embed(
+        self, embed: nn.Embedding, tokens: torch.Tensor, positions: torch.Tensor, bound: int, side: str
+    ) -> torch.Tensor:
+        """Scaled embeddings plus positions; `bound` exceeds every position (known from shapes,
+        so no device synchronisation is needed to check it).
+        Shape: tokens, positions (B, T) -> (B, T, H)"""
         x = embed(tokens) * self.scale
         if self.cfg.positions == "learned":
-            if int(positions.max()) >= self.cfg.max_positions:
+            if bound > self.cfg.max_positions:
                 raise ValueError(f"{side} longer than model.max_positions ({self.cfg.max_positions})")
             pos = (self.src_positions if side == "source" else self.tgt_positions)(positions)
+        elif bound <= self.sinusoids.size(0):
+            pos = F.embedding(positions, self.sinusoids)
         else:
             pos = sinusoidal_positions(positions, self.cfg.hidden)
         return self.dropout(x + pos.to(x.dtype))
@@ -198,7 +216,7 @@ class TransformerSeq2Seq(nn.Module):
         Shape: src, src_mask (B, S); src_lengths (B,)
         """
         positions = torch.arange(src.size(1), device=src.device).expand_as(src)
-        x = self._embed(self.src_embed, src, positions, "source")  # (B, S, H)
+        x = self._embed(self.src_embed, src, positions, src.size(1), "source")  # (B, S, H)
         mask = src_mask[:, None, None, :]  # (B, 1, 1, S)
         for layer in self.encoder_layers:
             x = layer(x, mask)
@@ -223,9 +241,10 @@ class TransformerSeq2Seq(nn.Module):
         """Feed one new token per row. Shape: prev_tokens (B,) -> log_probs (B, V), state."""
         tokens = prev_tokens.masked_fill(prev_tokens >= self.tgt_vocab_size, UNK).unsqueeze(1)  # (B, 1)
         positions = state.positions.unsqueeze(1)
-        if self.cfg.positions == "learned":
-            positions = positions.clamp(max=self.cfg.max_positions - 1)
-        x = self._embed(self.tgt_embed, tokens, positions, "target")  # (B, 1, H)
+        bound = state.keys[0].size(2) + 1  # no row has fed more tokens than the cache holds
+        if self.cfg.positions == "learned":  # past the table, the last learned position stands in
+            positions, bound = positions.clamp(max=self.cfg.max_positions - 1), min(bound, self.cfg.max_positions)
+        x = self._embed(self.tgt_embed, tokens, positions, bound, "target")  # (B, 1, H)
         src_mask = enc.src_mask[:, None, None, :]
         self_mask = state.step_mask()  # (B, 1, 1, t + 1) or None
         keys, values, attention = [], [], None
@@ -254,7 +273,7 @@ class TransformerSeq2Seq(nn.Module):
         """Decoder outputs for all target positions at once. Shape: tgt_in (B, T) -> (B, T, H)"""
         enc = self.encode(src, src_mask, src_lengths)
         positions = torch.arange(tgt_in.size(1), device=tgt_in.device).expand_as(tgt_in)
-        x = self._embed(self.tgt_embed, tgt_in, positions, "target")  # (B, T, H)
+        x = self._embed(self.tgt_embed, tgt_in, positions, tgt_in.size(1), "target")  # (B, T, H)
         src_mask4 = src_mask[:, None, None, :]
         for i, layer in enumerate(self.decoder_layers):
             x = layer(x, None, (enc.keys[i], enc.values[i]), src_mask4, None)[0]
