@@ -19,7 +19,7 @@ def make_embeddings(cfg: ModelConfig, src_vocab_size: int, tgt_vocab_size: int) 
         tgt_embed = src_embed
     else:
         tgt_embed = nn.Embedding(tgt_vocab_size, E, padding_idx=PAD)
-    for emb in {src_embed, tgt_embed}:
+    for emb in dict.fromkeys([src_embed, tgt_embed]):  # in order (a set's order would vary from run to run)
         nn.init.normal_(emb.weight, std=E ** -0.5)
         with torch.no_grad():
             emb.weight[PAD].zero_()
