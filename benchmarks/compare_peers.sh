@@ -5,6 +5,7 @@
 # per peer) and OUT/transduce.jsonl (one line per benchmark).
 #   bash benchmarks/compare_peers.sh [DATA_DIR] [OUT_DIR]
 #   PEERS="opennmt fairseq" ARCH=lstm UPDATES=300 bash benchmarks/compare_peers.sh ../shared/data/multi30k-en-de /tmp/cmp
+#   PEERS="opennmt ctranslate2 fairseq hf" ARCH=transformer CT2_TYPES=float32 bash benchmarks/compare_peers.sh ...
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 ROOT="$(dirname "$HERE")"
@@ -16,7 +17,7 @@ UPDATES="${UPDATES:-300}"
 PY="${PY:-$ROOT/.venv/bin/python}"
 mkdir -p "$OUT"
 for peer in ${PEERS:-opennmt fairseq}; do
-    ARCHS="$ARCH" UPDATES="$UPDATES" bash "$PEERS_DIR/run_$peer.sh" "$DATA" "$OUT/peers" > "$OUT/$peer.log" 2>&1
+    ARCHS="$ARCH" UPDATES="$UPDATES" CT2_TYPES="${CT2_TYPES:-float32}" bash "$PEERS_DIR/run_$peer.sh" "$DATA" "$OUT/peers" > "$OUT/$peer.log" 2>&1
 done
 : > "$OUT/transduce.jsonl"
 for precision in fp32 bf16; do
@@ -33,8 +34,12 @@ out = sys.argv[1]
 peers = [json.loads(l) for l in open(f"{out}/peers/results.jsonl")]
 ours = [json.loads(l) for l in open(f"{out}/transduce.jsonl")]
 for p in peers:
-    print(f"{p['peer']:10s} train {p['train']['train_tgt_tok_per_s']:>9,.0f} tok/s  rss {p['train']['train_peak_rss_mib']:>6,.0f} MiB"
-          f"  beam5 {p['beam5']['tok_per_s']:>7,.0f} tok/s  greedy {p['greedy']['tok_per_s']:>7,.0f} tok/s")
+    name = p["peer"] + (f" {p['compute_type']}" if "compute_type" in p else "")
+    train = p.get("train")
+    trained = f"train {train['train_tgt_tok_per_s']:>9,.0f} tok/s  rss {train['train_peak_rss_mib']:>6,.0f} MiB" \
+        if train else " " * 36
+    print(f"{name:20s} {trained}  beam5 {p['beam5']['tok_per_s']:>7,.0f} tok/s ({p['beam5'].get('peak_rss_mib', 0):,.0f} MiB)"
+          f"  greedy {p['greedy']['tok_per_s']:>7,.0f} tok/s ({p['greedy'].get('peak_rss_mib', 0):,.0f} MiB)")
 for r in ours:
     print(json.dumps(r))
 PY
