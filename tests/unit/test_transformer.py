@@ -135,7 +135,7 @@ def test_rows_joining_a_running_batch_decode_as_alone():
         lp, state = model.decode_step(prev, enc, state)
         lp_b2, state = model.decode_step(torch.cat([torch.full((2,), 5), batch.tgt_in[b, 1]]), enc, state)
         only_b = state.select(torch.tensor([2, 3]))
-        assert only_b.valid is None and only_b.keys[0].size(2) == 2  # front padding trimmed
+        assert only_b.valid is None and only_b.length == 2  # front padding trimmed
     ref, _ = _incremental(model, collate([Example(batch.src[i, :int(batch.src_lengths[i])].tolist(),
                                                   batch.tgt_out[i][batch.tgt_mask[i]][:-1].tolist())
                                           for i in range(4)]))
@@ -238,3 +238,23 @@ def test_sinusoids_past_the_table_are_computed():
     with torch.no_grad():
         assert torch.allclose(short.encode(src, mask, lengths).memory, long.encode(src, mask, lengths).memory,
                               atol=1e-6)
+
+
+def test_a_state_stays_valid_when_two_steps_branch_from_it_and_caches_grow():
+    """Caches are written in place; a second step from the same state (another branch) must not
+    disturb the first, and growing past the initial room keeps every entry."""
+    model = _model()
+    _, batch = _batch(tgt_lengths=(40, 40, 40, 40))
+    with torch.no_grad():
+        enc = model.encode(batch.src, batch.src_mask, batch.src_lengths)
+        state = model.init_state(enc)
+        for t in range(35):  # past the initial room of 32 columns
+            _, state = model.decode_step(batch.tgt_in[:, t], enc, state)
+        lp_a, state_a = model.decode_step(batch.tgt_in[:, 35], enc, state)
+        lp_b, state_b = model.decode_step(batch.tgt_in[:, 36], enc, state)  # another branch from the same state
+        next_a, _ = model.decode_step(batch.tgt_in[:, 36], enc, state_a)
+        again_a, _ = model.decode_step(batch.tgt_in[:, 35], enc, state)
+    full, _ = _incremental(model, batch)
+    assert torch.allclose(lp_a, full[:, 35], atol=TOL) and torch.allclose(again_a, lp_a, atol=TOL)
+    assert torch.allclose(next_a, full[:, 36], atol=TOL)
+    assert not torch.allclose(lp_b, lp_a)

@@ -6,7 +6,7 @@ let new sentences into a running batch when others have finished).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -174,63 +174,90 @@ class TransformerMemory:
 
 @dataclass
 class TransformerState:
-    """Per-layer self-attention caches of the tokens fed so far.
+    """Per-layer self-attention caches of the tokens fed so far, in buffers with room to grow.
 
-    Rows that joined a running batch later have fewer tokens: their caches are padded in front
-    and `valid` marks the real entries (None while every row has all of its entries).
+    Columns [0, length) of each buffer hold the keys/values of the fed tokens; a step writes
+    the next column in place (no copy of the cache per token) and attends over [0, length].
+    `written` is shared by the states that share the buffers: a step writes in place only when
+    no other step has written that column yet, else it works on a copy, so every state stays
+    valid. Rows that joined a running batch later have fewer tokens: their caches are padded in
+    front and `valid` marks the real entries (None while every row has all of its entries).
     Shape:
-        keys, values: per layer (B, heads, t, d); positions: (B,) the next token's position
-        valid: (B, t) bool or None; attention: (B, S) last layer's cross-attention (head average)
+        keys, values: per layer (B, heads, capacity, d); positions: (B,) the next token's position
+        valid: (B, length) bool or None; attention: (B, S) last layer's cross-attention (head average)
     """
 
     keys: tuple[torch.Tensor, ...]
     values: tuple[torch.Tensor, ...]
     positions: torch.Tensor
+    length: int = 0
     valid: torch.Tensor | None = None
     attention: torch.Tensor | None = None
+    written: list[int] = field(default_factory=lambda: [0], repr=False, compare=False)
+
+    def room(self) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...], list[int]]:
+        """Buffers whose column `length` the next step may write: these, or copies with twice the room."""
+        capacity = self.keys[0].size(2)
+        if self.written[0] == self.length < capacity:
+            return self.keys, self.values, self.written
+        room = max(2 * capacity, self.length + 16)
+
+        def grown(buffer: torch.Tensor) -> torch.Tensor:
+            B, h, _, d = buffer.shape
+            return torch.cat([buffer[:, :, : self.length], buffer.new_empty(B, h, room - self.length, d)], dim=2)
+
+        return tuple(map(grown, self.keys)), tuple(map(grown, self.values)), [self.length]
 
     def step_mask(self) -> torch.Tensor | None:
-        """Which cache entries (plus the token being fed) a new query may attend to: (B, 1, 1, t + 1)."""
+        """Which cache entries (plus the token being fed) a new query may attend to: (B, 1, 1, length + 1)."""
         if self.valid is None:
             return None
         new = self.valid.new_ones(self.valid.size(0), 1)
         return torch.cat([self.valid, new], dim=1)[:, None, None, :]
 
-    def advanced(self, keys: tuple, values: tuple, attention: torch.Tensor | None) -> "TransformerState":
-        """The state after one more token (caches already extended by the layers)."""
+    def advanced(self, keys: tuple, values: tuple, written: list[int], attention: torch.Tensor | None
+                 ) -> "TransformerState":
+        """The state after one more token, whose keys/values the layers wrote into column `length`."""
+        written[0] = self.length + 1
         valid = None
         if self.valid is not None:
             valid = torch.cat([self.valid, self.valid.new_ones(self.valid.size(0), 1)], dim=1)
-        return TransformerState(keys, values, self.positions + 1, valid, attention)
+        return TransformerState(keys, values, self.positions + 1, self.length + 1, valid, attention, written)
 
     def select(self, indices: torch.Tensor) -> "TransformerState":
         state = TransformerState(
             keys=tuple(k.index_select(0, indices) for k in self.keys),
             values=tuple(v.index_select(0, indices) for v in self.values),
             positions=self.positions.index_select(0, indices),
+            length=self.length,
             valid=_select(self.valid, indices),
             attention=_select(self.attention, indices),
+            written=[self.length],
         )
         return state._trimmed()
 
     def cat(self, other: "TransformerState") -> "TransformerState":
         """Rows of both; the shorter caches are padded in front and marked invalid there."""
-        t_a, t_b = self.keys[0].size(2), other.keys[0].size(2)
-        width = max(t_a, t_b)
+        width = max(self.length, other.length)
         width_att = None
         if self.attention is not None and other.attention is not None:
             width_att = max(self.attention.size(1), other.attention.size(1))
         valid = None
-        if t_a != t_b or self.valid is not None or other.valid is not None:
+        if self.length != other.length or self.valid is not None or other.valid is not None:
             valid = torch.cat([_valid_padded(self, width), _valid_padded(other, width)])
+
+        def joined(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+            return torch.cat([_pad_time_left(a[:, :, : self.length], width),
+                              _pad_time_left(b[:, :, : other.length], width)])
+
         return TransformerState(
-            keys=tuple(torch.cat([_pad_time_left(a, width), _pad_time_left(b, width)])
-                       for a, b in zip(self.keys, other.keys)),
-            values=tuple(torch.cat([_pad_time_left(a, width), _pad_time_left(b, width)])
-                         for a, b in zip(self.values, other.values)),
+            keys=tuple(map(joined, self.keys, other.keys)),
+            values=tuple(map(joined, self.values, other.values)),
             positions=torch.cat([self.positions, other.positions]),
+            length=width,
             valid=valid,
             attention=_cat_rows(self.attention, other.attention, width_att),
+            written=[width],
         )
 
     def _trimmed(self) -> "TransformerState":
@@ -238,17 +265,19 @@ class TransformerState:
         outlived the longer ones); `valid` goes back to None once every entry is real."""
         if self.valid is None:
             return self
-        used = self.valid.any(dim=0)  # (t,)
-        first = int(used.long().argmax()) if bool(used.any()) else self.valid.size(1)
+        used = self.valid.any(dim=0)  # (length,)
+        first = int(used.long().argmax()) if bool(used.any()) else self.length
         valid = self.valid[:, first:]
         keys = tuple(k[:, :, first:] for k in self.keys) if first else self.keys
         values = tuple(v[:, :, first:] for v in self.values) if first else self.values
-        return TransformerState(keys, values, self.positions, None if bool(valid.all()) else valid, self.attention)
+        length = self.length - first
+        return TransformerState(keys, values, self.positions, length, None if bool(valid.all()) else valid,
+                                self.attention, [length])
 
 
 def _valid_padded(state: TransformerState, width: int) -> torch.Tensor:
     """(B, width) validity of a state's cache entries after padding in front to `width`."""
-    B, t = state.positions.size(0), state.keys[0].size(2)
+    B, t = state.positions.size(0), state.length
     valid = state.valid if state.valid is not None else torch.ones(B, t, dtype=torch.bool,
                                                                    device=state.positions.device)
     if t < width:

@@ -137,30 +137,38 @@ class DecoderLayer(nn.Module):
         self.sub_self, self.sub_cross, self.sub_ff = (Sublayer(cfg.hidden, cfg.dropout, pre) for _ in range(3))
 
     def forward(
-        self, x: torch.Tensor, self_kv: tuple[torch.Tensor, torch.Tensor] | None,
+        self, x: torch.Tensor, cross_kv: tuple[torch.Tensor, torch.Tensor], src_mask: torch.Tensor,
+    ) -> torch.Tensor:
+        """Teacher forcing: every target position at once, causal self-attention.
+        Shape: x (B, T, H); cross_kv (B, h, S, d) each; src_mask (B, 1, 1, S) -> (B, T, H)"""
+        q, k, v = self.self_attention.project(self.sub_self.before(x))  # (B, h, T, d) each
+        x = self.sub_self.after(x, self.self_attention(q, k, v, causal=x.size(1) > 1)[0])
+        return self._cross_and_feed_forward(x, cross_kv, src_mask, False)[0]
+
+    def step(
+        self, x: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, length: int,
         cross_kv: tuple[torch.Tensor, torch.Tensor], src_mask: torch.Tensor, self_mask: torch.Tensor | None,
         weights: bool = False,
-    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor], torch.Tensor | None]:
-        """One layer over new target positions.
-
-        Teacher forcing: self_kv None, causal attention over x itself. Incremental: x is the new
-        token, its key/value are appended to self_kv (the cache), `self_mask` marks valid cache
-        entries (None = all). Returns the output, the keys/values including x, and the
-        head-averaged cross-attention weights when asked.
-        Shape: x (B, T, H); self_kv (B, h, t, d) each; cross_kv (B, h, S, d) each; src_mask (B, 1, 1, S)
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """One new token: its key/value go into column `length` of the cache buffers (in place),
+        then it attends over columns [0, length]. `self_mask` marks valid cache entries (None =
+        all). Returns the output and, when asked, the head-averaged cross-attention weights.
+        Shape: x (B, 1, H); keys, values (B, h, capacity, d); cross_kv (B, h, S, d) each
         """
-        q, k, v = self.self_attention.project(self.sub_self.before(x))  # (B, h, T, d) each
-        if self_kv is None:
-            attended = self.self_attention(q, k, v, causal=x.size(1) > 1)[0]
-        else:
-            k, v = torch.cat([self_kv[0], k], dim=2), torch.cat([self_kv[1], v], dim=2)
-            attended = self.self_attention(q, k, v, self_mask)[0]
+        q, k, v = self.self_attention.project(self.sub_self.before(x))  # (B, h, 1, d) each
+        keys[:, :, length : length + 1] = k
+        values[:, :, length : length + 1] = v
+        attended = self.self_attention(q, keys[:, :, : length + 1], values[:, :, : length + 1], self_mask)[0]
         x = self.sub_self.after(x, attended)
+        return self._cross_and_feed_forward(x, cross_kv, src_mask, weights)
+
+    def _cross_and_feed_forward(
+        self, x: torch.Tensor, cross_kv: tuple[torch.Tensor, torch.Tensor], src_mask: torch.Tensor, weights: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         q = self.cross_attention.queries(self.sub_cross.before(x))
         context, attention = self.cross_attention(q, *cross_kv, src_mask, weights=weights)
         x = self.sub_cross.after(x, context)
-        x = self.sub_ff.after(x, self.feed_forward(self.sub_ff.before(x)))
-        return x, (k, v), attention
+        return self.sub_ff.after(x, self.feed_forward(self.sub_ff.before(x))), attention
 
 
 class TransformerSeq2Seq(nn.Module):
@@ -230,9 +238,10 @@ class TransformerSeq2Seq(nn.Module):
     def init_state(self, enc: TransformerMemory) -> TransformerState:
         B, device = enc.memory.size(0), enc.memory.device
         heads, head_dim = self.cfg.heads, self.cfg.hidden // self.cfg.heads
-        empty = enc.memory.new_zeros(B, heads, 0, head_dim)
-        layers = len(self.decoder_layers)
-        return TransformerState(keys=(empty,) * layers, values=(empty,) * layers,
+        layers = range(len(self.decoder_layers))
+        room = 32  # cache columns before the first growth (doubling)
+        return TransformerState(keys=tuple(enc.memory.new_empty(B, heads, room, head_dim) for _ in layers),
+                                values=tuple(enc.memory.new_empty(B, heads, room, head_dim) for _ in layers),
                                 positions=torch.zeros(B, dtype=torch.long, device=device))
 
     def decode_step(
@@ -241,22 +250,20 @@ class TransformerSeq2Seq(nn.Module):
         """Feed one new token per row. Shape: prev_tokens (B,) -> log_probs (B, V), state."""
         tokens = prev_tokens.masked_fill(prev_tokens >= self.tgt_vocab_size, UNK).unsqueeze(1)  # (B, 1)
         positions = state.positions.unsqueeze(1)
-        bound = state.keys[0].size(2) + 1  # no row has fed more tokens than the cache holds
+        bound = state.length + 1  # no row has fed more tokens than the cache holds
         if self.cfg.positions == "learned":  # past the table, the last learned position stands in
             positions, bound = positions.clamp(max=self.cfg.max_positions - 1), min(bound, self.cfg.max_positions)
         x = self._embed(self.tgt_embed, tokens, positions, bound, "target")  # (B, 1, H)
         src_mask = enc.src_mask[:, None, None, :]
-        self_mask = state.step_mask()  # (B, 1, 1, t + 1) or None
-        keys, values, attention = [], [], None
-        last = len(self.decoder_layers) - 1
+        self_mask = state.step_mask()  # (B, 1, 1, length + 1) or None
+        keys, values, written = state.room()
+        last, attention = len(self.decoder_layers) - 1, None
         for i, layer in enumerate(self.decoder_layers):
-            x, (k, v), att = layer(x, (state.keys[i], state.values[i]), (enc.keys[i], enc.values[i]), src_mask,
-                                   self_mask, weights=i == last)
-            keys.append(k)
-            values.append(v)
+            x, att = layer.step(x, keys[i], values[i], state.length, (enc.keys[i], enc.values[i]), src_mask,
+                                self_mask, weights=i == last)
             attention = att if att is not None else attention
         out = self.decoder_norm(x).squeeze(1)  # (B, H)
-        new_state = state.advanced(tuple(keys), tuple(values), attention.squeeze(1))
+        new_state = state.advanced(keys, values, written, attention.squeeze(1))
         return self.log_probs(out, enc.prior), new_state
 
     def log_probs(self, out: torch.Tensor, prior: torch.Tensor | None, rows: torch.Tensor | None = None) -> torch.Tensor:
@@ -276,7 +283,7 @@ class TransformerSeq2Seq(nn.Module):
         x = self._embed(self.tgt_embed, tgt_in, positions, tgt_in.size(1), "target")  # (B, T, H)
         src_mask4 = src_mask[:, None, None, :]
         for i, layer in enumerate(self.decoder_layers):
-            x = layer(x, None, (enc.keys[i], enc.values[i]), src_mask4, None)[0]
+            x = layer(x, (enc.keys[i], enc.values[i]), src_mask4)
         return self.decoder_norm(x), enc
 
     def features(
