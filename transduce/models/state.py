@@ -172,6 +172,9 @@ class TransformerMemory:
         )
 
 
+SELECT_ROOM = 16  # empty cache columns a selected state keeps
+
+
 @dataclass
 class TransformerState:
     """Per-layer self-attention caches of the tokens fed so far, in buffers with room to grow.
@@ -225,9 +228,12 @@ class TransformerState:
         return TransformerState(keys, values, self.positions + 1, self.length + 1, valid, attention, written)
 
     def select(self, indices: torch.Tensor) -> "TransformerState":
+        """The given rows, copied with the filled columns and a little room (not all of it: beam
+        search selects at every step, and copying unused room would double its cost)."""
+        kept = min(self.keys[0].size(2), self.length + SELECT_ROOM)
         state = TransformerState(
-            keys=tuple(k.index_select(0, indices) for k in self.keys),
-            values=tuple(v.index_select(0, indices) for v in self.values),
+            keys=tuple(k[:, :, :kept].index_select(0, indices) for k in self.keys),
+            values=tuple(v[:, :, :kept].index_select(0, indices) for v in self.values),
             positions=self.positions.index_select(0, indices),
             length=self.length,
             valid=_select(self.valid, indices),
