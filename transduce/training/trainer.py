@@ -66,7 +66,7 @@ class Trainer:
         tc = config.train
         # oneDNN keeps compiled kernels for every batch shape it meets (1,024 by default, each with
         # its own buffers): with bucketed batches that is hundreds of MiB for a few percent of speed
-        os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "128")
+        os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "16")
         if tc.threads:
             torch.set_num_threads(tc.threads)
         seed_everything(tc.seed)
