@@ -23,13 +23,16 @@ class EncoderState(Protocol):
 
 
 class Seq2Seq(Protocol):
-    def encode(self, src: torch.Tensor, src_mask: torch.Tensor, src_lengths: torch.Tensor) -> EncoderState:
-        """Shape: src, src_mask (B, S); src_lengths (B,)."""
+    def encode(
+        self, src: torch.Tensor, src_mask: torch.Tensor, src_lengths: torch.Tensor, src_ext: torch.Tensor | None = None
+    ) -> EncoderState:
+        """Shape: src, src_mask (B, S); src_lengths (B,); src_ext (B, S) extended ids, read by copy models."""
 
     def init_state(self, enc: Any) -> DecoderState: ...
 
     def decode_step(self, prev_tokens: torch.Tensor, enc: Any, state: Any) -> tuple[torch.Tensor, Any]:
-        """Shape: prev_tokens (B,) -> log_probs (B, V), next state."""
+        """Shape: prev_tokens (B,) -> log_probs (B, V), next state. A copy model's V covers the
+        batch's extended vocabulary; ids >= the vocabulary size are fed back as UNK."""
 
     def forward(
         self, src: torch.Tensor, src_mask: torch.Tensor, src_lengths: torch.Tensor, tgt_in: torch.Tensor,
@@ -37,6 +40,13 @@ class Seq2Seq(Protocol):
     ) -> torch.Tensor:
         """Teacher forcing. Shape: tgt_in (B, T) -> log_probs (B, T, V), or (N, V) at the tgt_mask
         positions; normalize=False may return unnormalised scores (logits)."""
+
+    def training_scores(
+        self, src: torch.Tensor, src_mask: torch.Tensor, src_lengths: torch.Tensor, tgt_in: torch.Tensor,
+        tgt_mask: torch.Tensor, src_ext: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(N, V) scores of the real target positions for the loss (logits, or log-probabilities
+        of a copy mixture) and a summed auxiliary loss (coverage) or None."""
 
     def output_projection(self) -> torch.nn.Linear | None:
         """The final linear map when log_probs = log_softmax(linear(features)), else None (a copy
