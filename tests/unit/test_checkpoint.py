@@ -24,15 +24,6 @@ from transduce.training.optim import make_optimizer
 V = 12
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest on one thread, above all on a busy machine; restore the setting after."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _model(seed=0, **extra):
     torch.manual_seed(seed)
     cfg = ModelConfig(embed_dim=16, hidden=16, encoder_layers=1, decoder_layers=2, dropout=0.0, **extra)

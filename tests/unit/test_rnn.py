@@ -16,14 +16,6 @@ SRC_V, TGT_V = 13, 11
 TOL = 1e-5
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest on one thread, above all on a busy machine; restore the setting after."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 GRID = list(itertools.product(
     ("lstm", "gru"),
     ("dot", "general", "bahdanau"),

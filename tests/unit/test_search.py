@@ -174,15 +174,6 @@ def test_stub_batch_equals_one_sentence_at_a_time():
 
 
 # ---- a real model -------------------------------------------------------------------------
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from threads, and shared cores make several threads slow."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @functools.lru_cache(maxsize=None)
 def copy_model(arch: str = "lstm", attention: str = "general", vocab: int = V, steps: int = 40) -> RNNSeq2Seq:
     """A seeded model after a few updates on copying strings over the real tokens.

@@ -18,14 +18,6 @@ SRC_V, TGT_V = 13, 11
 TOL = 1e-5
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _model(norm="pre", positions="sinusoidal", layers=(2, 2), seed=0, vocab=(SRC_V, TGT_V), **extra):
     torch.manual_seed(seed)
     cfg = ModelConfig(arch="transformer", embed_dim=16, hidden=16, heads=4, ff_size=32, encoder_layers=layers[0],
