@@ -92,7 +92,7 @@ class ModelConfig:
     tie_output: bool = True  # target embedding = output projection (needs embed_dim == hidden)
     source_prior: bool = False  # logits averaged with a learned scale-and-shift of the source's 0/1 token vector
     copy: bool = False  # pointer-generator: copy source tokens, even ones outside the target vocabulary
-    coverage: bool = False  # copy models: coverage vector in the attention and coverage loss
+    coverage: bool = False  # LSTM/GRU copy models: coverage vector in the attention and coverage loss
     coverage_weight: float = 1.0  # weight of the coverage loss
 
     def __post_init__(self) -> None:
@@ -120,8 +120,8 @@ class ModelConfig:
                 raise ConfigError(f"model.hidden ({self.hidden}) must be a multiple of model.heads ({self.heads})")
         if self.coverage and not self.copy:
             raise ConfigError("model.coverage needs model.copy: true")
-        if self.copy and self.arch == "transformer":
-            raise ConfigError("model.copy: copying is available for lstm and gru models")
+        if self.coverage and self.arch == "transformer":
+            raise ConfigError("model.coverage: coverage is available for lstm and gru models")
 
 
 @dataclass

@@ -31,7 +31,17 @@ def _sentence(rng):
     return " ".join(words)
 
 
-def test_copies_words_never_seen_in_training(tmp_path):
+MODELS = {
+    "lstm-coverage": {"arch": "lstm", "embed_dim": 64, "hidden": 64, "encoder_layers": 1, "decoder_layers": 1,
+                      "dropout": 0.0, "share_embeddings": True, "copy": True, "coverage": True},
+    "transformer": {"arch": "transformer", "embed_dim": 64, "hidden": 64, "heads": 4, "ff_size": 128,
+                    "encoder_layers": 2, "decoder_layers": 2, "dropout": 0.0, "attention_dropout": 0.0,
+                    "share_embeddings": True, "copy": True},
+}
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_copies_words_never_seen_in_training(tmp_path, name):
     rng = random.Random(0)
     train = [_sentence(rng) for _ in range(2000)]
     (tmp_path / "train.tsv").write_text("".join(f"{s}\t{s}\n" for s in train), encoding="utf-8")
@@ -39,8 +49,7 @@ def test_copies_words_never_seen_in_training(tmp_path):
         # names occur once on each side: min_freq 3 leaves them out of the vocabulary, so training
         # must learn to copy through the extended ids
         "data": {"train": str(tmp_path / "train.tsv"), "tokenizer": "word", "shared_vocab": True, "min_freq": 3},
-        "model": {"arch": "lstm", "embed_dim": 64, "hidden": 64, "encoder_layers": 1, "decoder_layers": 1,
-                  "dropout": 0.0, "share_embeddings": True, "copy": True, "coverage": True},
+        "model": MODELS[name],
         "train": {"steps": 300, "batch_tokens": 600, "lr": 3e-3, "warmup": 20, "log_every": 50,
                   "label_smoothing": 0.0, "eval_every": 0, "save_every": 0, "threads": 1, "progress": False,
                   "seed": 3},

@@ -44,8 +44,8 @@ def test_extended_size_and_fallback_ids():
 
 def _model(arch="lstm", coverage=False, attention="general", seed=0):
     torch.manual_seed(seed)
-    cfg = ModelConfig(arch=arch, embed_dim=16, hidden=16, encoder_layers=1, decoder_layers=2, copy=True,
-                      coverage=coverage, attention=attention)
+    cfg = ModelConfig(arch=arch, embed_dim=16, hidden=16, heads=2, ff_size=32, encoder_layers=1, decoder_layers=2,
+                      copy=True, coverage=coverage, attention=attention)
     model = build_model(cfg, V, V).eval()
     with torch.no_grad():  # make the coverage terms count
         for name, p in model.named_parameters():
@@ -64,7 +64,7 @@ def _batch():
 
 
 @pytest.mark.parametrize("arch,coverage,attention", [("lstm", False, "general"), ("gru", True, "bahdanau"),
-                                                     ("lstm", True, "dot")])
+                                                     ("lstm", True, "dot"), ("transformer", False, "general")])
 def test_incremental_equals_full_pass_over_the_extended_vocabulary(arch, coverage, attention):
     model = _model(arch, coverage, attention)
     batch = _batch()
@@ -90,8 +90,9 @@ def test_incremental_equals_full_pass_over_the_extended_vocabulary(arch, coverag
         assert float(coverage_loss) > 0
 
 
-def test_copied_ids_are_fed_back_as_unk():
-    model = _model()
+@pytest.mark.parametrize("arch", ["lstm", "transformer"])
+def test_copied_ids_are_fed_back_as_unk(arch):
+    model = _model(arch)
     batch = _batch()
     with torch.no_grad():
         enc = model.encode(batch.src, batch.src_mask, batch.src_lengths, batch.src_ext)

@@ -56,3 +56,19 @@ def in_vocabulary_ids(src: torch.Tensor, src_to_tgt: torch.Tensor) -> torch.Tens
     (such a model can still copy every token the target vocabulary knows)."""
     ids = src_to_tgt[src]
     return torch.where(ids.ge(0), ids, torch.full_like(ids, UNK))
+
+
+def output_scores(
+    logits: torch.Tensor, pointer: PointerGenerator | None, src_ext: torch.Tensor | None, rows: torch.Tensor | None,
+    attention: torch.Tensor | None, gate_input: torch.Tensor | None, normalize: bool = True,
+) -> torch.Tensor:
+    """A decoder's scores from its logits: log-probabilities (or the logits themselves with
+    normalize=False), or for a copy model the mixture's log-probabilities over the extended
+    vocabulary (`src_ext` of the whole batch; `rows` picks each logit row's source, None: one each).
+
+    Shape: logits (N, V); src_ext (B, S); rows (N,); attention (N, S); gate_input (N, G) -> (N, V or V')
+    """
+    if pointer is None:
+        return torch.log_softmax(logits, dim=-1) if normalize else logits
+    ids = src_ext if rows is None else src_ext[rows]
+    return pointer(logits, attention, ids, gate_input, extended_size(pointer.vocab_size, src_ext))

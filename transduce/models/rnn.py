@@ -19,7 +19,7 @@ from transduce.constants import UNK
 from transduce.models.attention import Attention
 from transduce.models.dropout import Dropout, dropout_mask
 from transduce.models.embeddings import make_embeddings, make_output
-from transduce.models.pointer import PointerGenerator, extended_size
+from transduce.models.pointer import PointerGenerator, output_scores
 from transduce.models.prior import SourcePrior, apply_prior, default_source_map, masked_rows
 from transduce.models.rnn_encoder import RNNEncoder
 from transduce.models.state import EncoderOutput, RNNState
@@ -226,11 +226,7 @@ class RNNSeq2Seq(nn.Module):
             attention (N, S), gate_input (N, 3H) for copying -> (N, V) or (N, V')
         """
         logits = apply_prior(self.output(out).float(), enc.prior, rows)
-        if self.pointer is not None:
-            src_ext = enc.src_ext if rows is None else enc.src_ext[rows]
-            return self.pointer(logits, attention, src_ext, gate_input,
-                                extended_size(self.tgt_vocab_size, enc.src_ext))
-        return torch.log_softmax(logits, dim=-1) if normalize else logits
+        return output_scores(logits, self.pointer, enc.src_ext, rows, attention, gate_input, normalize)
 
     def decode_step(
         self, prev_tokens: torch.Tensor, enc: EncoderOutput, state: RNNState

@@ -148,6 +148,7 @@ class TransformerMemory:
     keys: tuple[torch.Tensor, ...]
     values: tuple[torch.Tensor, ...]
     prior: torch.Tensor | None = None
+    src_ext: torch.Tensor | None = None  # (B, S) extended ids of the source tokens, for copying
 
     def select(self, indices: torch.Tensor) -> "TransformerMemory":
         return TransformerMemory(
@@ -156,6 +157,7 @@ class TransformerMemory:
             keys=tuple(k.index_select(0, indices) for k in self.keys),
             values=tuple(v.index_select(0, indices) for v in self.values),
             prior=_select(self.prior, indices),
+            src_ext=_select(self.src_ext, indices),
         )
 
     def cat(self, other: "TransformerMemory") -> "TransformerMemory":
@@ -169,6 +171,7 @@ class TransformerMemory:
             values=tuple(torch.cat([_pad_heads_source(a, width), _pad_heads_source(b, width)])
                          for a, b in zip(self.values, other.values)),
             prior=_cat_rows(self.prior, other.prior),
+            src_ext=_cat_rows(self.src_ext, other.src_ext, width),
         )
 
 

@@ -17,7 +17,8 @@ from transduce.config import ModelConfig
 from transduce.constants import UNK
 from transduce.models.dropout import Dropout
 from transduce.models.embeddings import make_embeddings, make_output
-from transduce.models.prior import SourcePrior, apply_prior, masked_rows
+from transduce.models.pointer import PointerGenerator, output_scores
+from transduce.models.prior import SourcePrior, apply_prior, default_source_map, masked_rows
 from transduce.models.state import TransformerMemory, TransformerState
 
 
@@ -138,21 +139,23 @@ class DecoderLayer(nn.Module):
 
     def forward(
         self, x: torch.Tensor, cross_kv: tuple[torch.Tensor, torch.Tensor], src_mask: torch.Tensor,
-    ) -> torch.Tensor:
-        """Teacher forcing: every target position at once, causal self-attention.
-        Shape: x (B, T, H); cross_kv (B, h, S, d) each; src_mask (B, 1, 1, S) -> (B, T, H)"""
+        weights: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """Teacher forcing: every target position at once, causal self-attention. Returns the
+        output, the head-averaged cross-attention weights when asked, and the cross-attention output.
+        Shape: x (B, T, H); cross_kv (B, h, S, d) each; src_mask (B, 1, 1, S) -> (B, T, H), (B, T, S)"""
         q, k, v = self.self_attention.project(self.sub_self.before(x))  # (B, h, T, d) each
         x = self.sub_self.after(x, self.self_attention(q, k, v, causal=x.size(1) > 1)[0])
-        return self._cross_and_feed_forward(x, cross_kv, src_mask, False)[0]
+        return self._cross_and_feed_forward(x, cross_kv, src_mask, weights)
 
     def step(
         self, x: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, length: int,
         cross_kv: tuple[torch.Tensor, torch.Tensor], src_mask: torch.Tensor, self_mask: torch.Tensor | None,
         weights: bool = False,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
         """One new token: its key/value go into column `length` of the cache buffers (in place),
         then it attends over columns [0, length]. `self_mask` marks valid cache entries (None =
-        all). Returns the output and, when asked, the head-averaged cross-attention weights.
+        all). Returns what `forward` returns.
         Shape: x (B, 1, H); keys, values (B, h, capacity, d); cross_kv (B, h, S, d) each
         """
         q, k, v = self.self_attention.project(self.sub_self.before(x))  # (B, h, 1, d) each
@@ -164,11 +167,11 @@ class DecoderLayer(nn.Module):
 
     def _cross_and_feed_forward(
         self, x: torch.Tensor, cross_kv: tuple[torch.Tensor, torch.Tensor], src_mask: torch.Tensor, weights: bool
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
         q = self.cross_attention.queries(self.sub_cross.before(x))
         context, attention = self.cross_attention(q, *cross_kv, src_mask, weights=weights)
         x = self.sub_cross.after(x, context)
-        return self.sub_ff.after(x, self.feed_forward(self.sub_ff.before(x))), attention
+        return self.sub_ff.after(x, self.feed_forward(self.sub_ff.before(x))), attention, context
 
 
 class TransformerSeq2Seq(nn.Module):
@@ -192,6 +195,9 @@ class TransformerSeq2Seq(nn.Module):
         self.decoder_norm = nn.LayerNorm(cfg.hidden) if pre else nn.Identity()
         self.output = make_output(cfg, self.tgt_embed, tgt_vocab_size)
         self.prior = SourcePrior(src_vocab_size, tgt_vocab_size, src_to_tgt) if cfg.source_prior else None
+        # copying mixes in the last layer's cross-attention, gated on [decoder output; its context]
+        self.pointer = PointerGenerator(2 * cfg.hidden, tgt_vocab_size, default_source_map(
+            src_vocab_size, tgt_vocab_size, src_to_tgt)) if cfg.copy else None
         self.dropout = Dropout(cfg.dropout)
         self.scale = math.sqrt(cfg.hidden)
         table = sinusoidal_positions(torch.arange(cfg.max_positions), cfg.hidden)
@@ -219,9 +225,9 @@ class TransformerSeq2Seq(nn.Module):
         self, src: torch.Tensor, src_mask: torch.Tensor, src_lengths: torch.Tensor, src_ext: torch.Tensor | None = None
     ) -> TransformerMemory:
         """Encode once per source, and project every decoder layer's cross-attention keys/values.
-        (`src_ext`, the extended ids of copy models, is not used: this model does not copy.)
+        `src_ext` (extended ids for copying) matters only to a copy model.
 
-        Shape: src, src_mask (B, S); src_lengths (B,)
+        Shape: src, src_mask, src_ext (B, S); src_lengths (B,)
         """
         positions = torch.arange(src.size(1), device=src.device).expand_as(src)
         x = self._embed(self.src_embed, src, positions, src.size(1), "source")  # (B, S, H)
@@ -231,8 +237,9 @@ class TransformerSeq2Seq(nn.Module):
         memory = self.encoder_norm(x)
         cross = [layer.cross_attention.keys_values(memory) for layer in self.decoder_layers]
         prior = self.prior(src, src_mask) if self.prior is not None else None
+        copy_ids = self.pointer.source_ids(src, src_ext) if self.pointer is not None else None
         return TransformerMemory(memory=memory, src_mask=src_mask, keys=tuple(k for k, _ in cross),
-                                 values=tuple(v for _, v in cross), prior=prior)
+                                 values=tuple(v for _, v in cross), prior=prior, src_ext=copy_ids)
 
     # ---- decoder -------------------------------------------------------------------------
     def init_state(self, enc: TransformerMemory) -> TransformerState:
@@ -257,34 +264,46 @@ class TransformerSeq2Seq(nn.Module):
         src_mask = enc.src_mask[:, None, None, :]
         self_mask = state.step_mask()  # (B, 1, 1, length + 1) or None
         keys, values, written = state.room()
-        last, attention = len(self.decoder_layers) - 1, None
+        last = len(self.decoder_layers) - 1
         for i, layer in enumerate(self.decoder_layers):
-            x, att = layer.step(x, keys[i], values[i], state.length, (enc.keys[i], enc.values[i]), src_mask,
-                                self_mask, weights=i == last)
-            attention = att if att is not None else attention
+            x, attention, context = layer.step(x, keys[i], values[i], state.length, (enc.keys[i], enc.values[i]),
+                                               src_mask, self_mask, weights=i == last)
         out = self.decoder_norm(x).squeeze(1)  # (B, H)
-        new_state = state.advanced(keys, values, written, attention.squeeze(1))
-        return self.log_probs(out, enc.prior), new_state
+        attention = attention.squeeze(1)  # (B, S)
+        new_state = state.advanced(keys, values, written, attention)
+        gate_input = torch.cat([out, context.squeeze(1)], dim=1) if self.pointer is not None else None
+        return self.scores(out, enc, None, attention, gate_input), new_state
 
-    def log_probs(self, out: torch.Tensor, prior: torch.Tensor | None, rows: torch.Tensor | None = None) -> torch.Tensor:
-        """Decoder outputs -> log-probabilities (float32). Shape: (N, H) -> (N, V)"""
-        return torch.log_softmax(apply_prior(self.output(out).float(), prior, rows), dim=-1)
+    def scores(
+        self, out: torch.Tensor, enc: TransformerMemory, rows: torch.Tensor | None = None,
+        attention: torch.Tensor | None = None, gate_input: torch.Tensor | None = None, normalize: bool = True,
+    ) -> torch.Tensor:
+        """Decoder outputs -> log-probabilities (float32), or logits with normalize=False; a copy
+        model gives its mixture's log-probabilities over the extended vocabulary.
+        Shape: out (N, H); rows (N,) each output's source row (None: N == B) -> (N, V) or (N, V')"""
+        logits = apply_prior(self.output(out).float(), enc.prior, rows)
+        return output_scores(logits, self.pointer, enc.src_ext, rows, attention, gate_input, normalize)
 
     def output_projection(self) -> nn.Linear | None:
-        """The final linear map, when log_probs = log_softmax(output(features)) (not with a prior)."""
-        return None if self.prior is not None else self.output
+        """The final linear map, when log_probs = log_softmax(output(features)) (no prior, no copying)."""
+        return None if self.prior is not None or self.pointer is not None else self.output
 
     def _teacher_forced(
         self, src: torch.Tensor, src_mask: torch.Tensor, src_lengths: torch.Tensor, tgt_in: torch.Tensor,
-    ) -> tuple[torch.Tensor, TransformerMemory]:
-        """Decoder outputs for all target positions at once. Shape: tgt_in (B, T) -> (B, T, H)"""
-        enc = self.encode(src, src_mask, src_lengths)
+        src_ext: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, TransformerMemory, dict]:
+        """Decoder outputs for all target positions at once, and for a copy model the last
+        layer's "attention" (B, T, S) and "gate_input" (B, T, 2H). Shape: tgt_in (B, T) -> (B, T, H)"""
+        enc = self.encode(src, src_mask, src_lengths, src_ext)
         positions = torch.arange(tgt_in.size(1), device=tgt_in.device).expand_as(tgt_in)
         x = self._embed(self.tgt_embed, tgt_in, positions, tgt_in.size(1), "target")  # (B, T, H)
         src_mask4 = src_mask[:, None, None, :]
+        last, copying = len(self.decoder_layers) - 1, self.pointer is not None
         for i, layer in enumerate(self.decoder_layers):
-            x = layer(x, (enc.keys[i], enc.values[i]), src_mask4)
-        return self.decoder_norm(x), enc
+            x, attention, context = layer(x, (enc.keys[i], enc.values[i]), src_mask4, weights=copying and i == last)
+        out = self.decoder_norm(x)
+        extras = {"attention": attention, "gate_input": torch.cat([out, context], dim=2)} if copying else {}
+        return out, enc, extras
 
     def features(
         self, src: torch.Tensor, src_mask: torch.Tensor, src_lengths: torch.Tensor, tgt_in: torch.Tensor,
@@ -301,18 +320,20 @@ class TransformerSeq2Seq(nn.Module):
         self, src: torch.Tensor, src_mask: torch.Tensor, src_lengths: torch.Tensor, tgt_in: torch.Tensor,
         tgt_mask: torch.Tensor, src_ext: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, None]:
-        """Logits of the real target positions for the loss, and no auxiliary loss. Shape: -> (N, V)"""
-        return self.forward(src, src_mask, src_lengths, tgt_in, tgt_mask, normalize=False), None
+        """Scores of the real target positions for the loss (logits, or a copy mixture's
+        log-probabilities), and no auxiliary loss. Shape: -> (N, V) or (N, V')"""
+        return self.forward(src, src_mask, src_lengths, tgt_in, tgt_mask, normalize=False, src_ext=src_ext), None
 
     def forward(
         self, src: torch.Tensor, src_mask: torch.Tensor, src_lengths: torch.Tensor, tgt_in: torch.Tensor,
         tgt_mask: torch.Tensor | None = None, normalize: bool = True, src_ext: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Teacher-forced pass. Shape: tgt_in (B, T) -> log_probs (B, T, V), or (N, V) at the
-        tgt_mask positions; normalize=False gives the logits (with the prior applied)."""
-        outs, enc = self._teacher_forced(src, src_mask, src_lengths, tgt_in)
+        tgt_mask positions; normalize=False gives the logits (with the prior applied); a copy
+        model returns its log-probabilities."""
+        outs, enc, extras = self._teacher_forced(src, src_mask, src_lengths, tgt_in, src_ext)
         B, T = tgt_in.shape
         mask = tgt_mask if tgt_mask is not None else torch.ones(B, T, dtype=torch.bool, device=tgt_in.device)
-        logits = apply_prior(self.output(outs[mask]).float(), enc.prior, masked_rows(mask))
-        scores = torch.log_softmax(logits, dim=-1) if normalize else logits
+        scores = self.scores(outs[mask], enc, masked_rows(mask), extras["attention"][mask] if extras else None,
+                             extras["gate_input"][mask] if extras else None, normalize=normalize)
         return scores if tgt_mask is not None else scores.view(B, T, -1)
