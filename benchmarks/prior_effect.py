@@ -20,7 +20,8 @@ from transduce.training.trainer import train
 
 ROOT = Path(__file__).resolve().parent.parent
 VARIANTS = {"plain": {}, "prior": {"source_prior": True}, "copy": {"copy": True},
-            "prior+copy": {"source_prior": True, "copy": True}}
+            "prior+copy": {"source_prior": True, "copy": True},
+            "untied": {"tie_output": False}, "untied+prior": {"tie_output": False, "source_prior": True}}
 
 
 def title_config(data: Path, steps: int, seed: int, extra: dict) -> Config:
