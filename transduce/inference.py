@@ -21,7 +21,6 @@ from transduce.decoding.search import decode_examples
 from transduce.models.builder import build_model
 from transduce.training.checkpoint import load_weights
 
-
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 

@@ -12,8 +12,14 @@ from typing import Callable, Iterable, Iterator
 import torch
 
 from transduce.config import DataConfig
-from transduce.constants import (PAD, SRC_TOKENIZER_PREFIX, SRC_VOCAB_FILE, TGT_TOKENIZER_PREFIX, TGT_VOCAB_FILE,
-                                 UNK)
+from transduce.constants import (
+    PAD,
+    SRC_TOKENIZER_PREFIX,
+    SRC_VOCAB_FILE,
+    TGT_TOKENIZER_PREFIX,
+    TGT_VOCAB_FILE,
+    UNK,
+)
 from transduce.data.batching import Example
 from transduce.data.readers import Pair
 from transduce.data.tokenizers import Tokenizer, load_tokenizer, train_tokenizer

@@ -12,7 +12,11 @@ from __future__ import annotations
 import torch
 
 from transduce.constants import BOS, EOS
-from transduce.decoding.results import Hypothesis, StepAttention, hypotheses_from_buffers
+from transduce.decoding.results import (
+    Hypothesis,
+    StepAttention,
+    hypotheses_from_buffers,
+)
 from transduce.decoding.scoring import constrain
 
 

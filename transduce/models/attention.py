@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from transduce.models.linear import Linear
+
 
 class Attention(nn.Module):
     """Scores a decoder query against every source position; padded positions get weight 0."""
@@ -17,14 +19,14 @@ class Attention(nn.Module):
         super().__init__()
         self.kind = kind
         if coverage:  # See et al.: the attention so far enters the scores, to discourage repeats
-            self.coverage_proj = nn.Linear(1, hidden, bias=False) if kind == "bahdanau" else None
+            self.coverage_proj = Linear(1, hidden, bias=False) if kind == "bahdanau" else None
             self.coverage_weight = nn.Parameter(torch.zeros(1)) if kind != "bahdanau" else None
         if kind == "general":
-            self.key_proj = nn.Linear(hidden, hidden, bias=False)
+            self.key_proj = Linear(hidden, hidden, bias=False)
         elif kind == "bahdanau":
-            self.key_proj = nn.Linear(hidden, hidden, bias=False)
-            self.query_proj = nn.Linear(hidden, hidden, bias=True)
-            self.v = nn.Linear(hidden, 1, bias=False)
+            self.key_proj = Linear(hidden, hidden, bias=False)
+            self.query_proj = Linear(hidden, hidden, bias=True)
+            self.v = Linear(hidden, 1, bias=False)
         elif kind != "dot":
             raise ValueError(f"unknown attention {kind!r} (valid: dot, general, bahdanau)")
 

@@ -7,6 +7,7 @@ from torch import nn
 
 from transduce.config import ModelConfig
 from transduce.constants import PAD
+from transduce.models.linear import Linear
 
 
 def make_embeddings(cfg: ModelConfig, src_vocab_size: int, tgt_vocab_size: int) -> tuple[nn.Embedding, nn.Embedding]:
@@ -28,7 +29,7 @@ def make_embeddings(cfg: ModelConfig, src_vocab_size: int, tgt_vocab_size: int) 
 
 def make_output(cfg: ModelConfig, tgt_embed: nn.Embedding, tgt_vocab_size: int) -> nn.Linear:
     """The projection onto the target vocabulary, sharing the target embedding when cfg.tie_output."""
-    output = nn.Linear(cfg.hidden, tgt_vocab_size)
+    output = Linear(cfg.hidden, tgt_vocab_size)
     if cfg.tie_output:
         output.weight = tgt_embed.weight
     return output

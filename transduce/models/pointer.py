@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from transduce.constants import UNK
+from transduce.models.linear import Linear
 
 TINY = 1e-12  # floor of the mixture's probabilities: log(0) would be -inf
 
@@ -23,7 +24,7 @@ class PointerGenerator(nn.Module):
     def __init__(self, gate_input_size: int, vocab_size: int, src_to_tgt: torch.Tensor) -> None:
         super().__init__()
         self.vocab_size = vocab_size
-        self.gate = nn.Linear(gate_input_size, 1)
+        self.gate = Linear(gate_input_size, 1)
         self.register_buffer("src_to_tgt", src_to_tgt.long().clone())  # saved with the weights
 
     def source_ids(self, src: torch.Tensor, src_ext: torch.Tensor | None) -> torch.Tensor:

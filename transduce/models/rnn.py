@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from transduce.config import ModelConfig
@@ -19,8 +18,14 @@ from transduce.constants import UNK
 from transduce.models.attention import Attention
 from transduce.models.dropout import Dropout, dropout_mask
 from transduce.models.embeddings import make_embeddings, make_output
+from transduce.models.linear import Linear, linear
 from transduce.models.pointer import PointerGenerator, output_scores
-from transduce.models.prior import SourcePrior, apply_prior, default_source_map, masked_rows
+from transduce.models.prior import (
+    SourcePrior,
+    apply_prior,
+    default_source_map,
+    masked_rows,
+)
 from transduce.models.rnn_encoder import RNNEncoder
 from transduce.models.state import EncoderOutput, RNNState
 from transduce.models.time_batched import TimeBatchedWeight
@@ -53,8 +58,8 @@ class RecurrentCell(nn.Module):
     def project_ahead(self, x: torch.Tensor) -> torch.Tensor:
         """Gate contribution (with bias) of the first `pre_size` input columns. (..., P) -> (..., G*H)."""
         if self.kind == "lstm":
-            return F.linear(x, self.weight[:, : self.pre_size], self.bias)
-        return F.linear(x, self.weight_ih[:, : self.pre_size], self.bias_ih)
+            return linear(x, self.weight[:, : self.pre_size], self.bias)
+        return linear(x, self.weight_ih[:, : self.pre_size], self.bias_ih)
 
     def step_weights(self) -> tuple[TimeBatchedWeight | None, ...]:
         """The weights a step multiplies by, wrapped once per pass (see `time_batched`)."""
@@ -98,15 +103,15 @@ class RNNSeq2Seq(nn.Module):
         self.src_embed, self.tgt_embed = make_embeddings(cfg, src_vocab_size, tgt_vocab_size)
         self.encoder = RNNEncoder(cfg.arch, E, H, cfg.encoder_layers, cfg.bidirectional, cfg.dropout)
         if cfg.bridge:
-            self.bridge_h = nn.Linear(H, H)
-            self.bridge_c = nn.Linear(H, H) if self.is_lstm else None
+            self.bridge_h = Linear(H, H)
+            self.bridge_c = Linear(H, H) if self.is_lstm else None
         feed_size = H if cfg.input_feeding else 0
         self.cells = nn.ModuleList(
             RecurrentCell(cfg.arch, E + feed_size, H, pre_size=E) if layer == 0 else RecurrentCell(cfg.arch, H, H)
             for layer in range(cfg.decoder_layers)
         )
         self.attention = Attention(cfg.attention, H, coverage=cfg.coverage)
-        self.combine = nn.Linear(2 * H, H, bias=False)  # Luong's W_c [context; h]
+        self.combine = Linear(2 * H, H, bias=False)  # Luong's W_c [context; h]
         self.output = make_output(cfg, self.tgt_embed, tgt_vocab_size)
         self.prior = SourcePrior(src_vocab_size, tgt_vocab_size, src_to_tgt) if cfg.source_prior else None
         self.pointer = PointerGenerator(3 * H, tgt_vocab_size, default_source_map(

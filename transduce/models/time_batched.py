@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import torch
 
+from transduce.models.linear import linear
+
 
 class _Collect(torch.autograd.Function):
     """Identity on the weight; its backward turns the recorded steps into the weight gradient."""
@@ -27,7 +29,7 @@ class _Collect(torch.autograd.Function):
         inputs = torch.cat([x for x, _ in ctx.tape])  # (T*B, I)
         grads = torch.cat([g.to(inputs.dtype) for _, g in ctx.tape])  # (T*B, O)
         ctx.tape.clear()
-        return grads.t().mm(inputs).to(ctx.dtype), None  # (O, I)
+        return linear(grads.t(), inputs.t()).to(ctx.dtype), None  # (O, I) = grads^T @ inputs
 
 
 class _StepProduct(torch.autograd.Function):
@@ -37,13 +39,13 @@ class _StepProduct(torch.autograd.Function):
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, tape: list) -> torch.Tensor:
         ctx.save_for_backward(x, weight)
         ctx.tape = tape
-        return x.mm(weight.t())
+        return linear(x, weight)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         x, weight = ctx.saved_tensors
         ctx.tape.append((x, grad))
-        return grad.mm(weight), None, None
+        return linear(grad, weight.t()), None, None
 
 
 def _autocast_dtype(t: torch.Tensor) -> torch.dtype | None:
@@ -71,8 +73,8 @@ class TimeBatchedWeight:
             x = x.to(self.weight.dtype)
         if self.tracked:
             out = _StepProduct.apply(x, self.weight, self.tape)
-        elif add is None or add.dtype != x.dtype:
-            out = x.mm(self.weight.t())
+        elif add is not None and add.dim() == 1 and add.dtype == x.dtype:
+            return linear(x, self.weight, add)
         else:
-            return torch.addmm(add, x, self.weight.t())
+            out = linear(x, self.weight)
         return out if add is None else out + add

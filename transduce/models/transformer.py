@@ -17,8 +17,14 @@ from transduce.config import ModelConfig
 from transduce.constants import UNK
 from transduce.models.dropout import Dropout
 from transduce.models.embeddings import make_embeddings, make_output
+from transduce.models.linear import Linear
 from transduce.models.pointer import PointerGenerator, output_scores
-from transduce.models.prior import SourcePrior, apply_prior, default_source_map, masked_rows
+from transduce.models.prior import (
+    SourcePrior,
+    apply_prior,
+    default_source_map,
+    masked_rows,
+)
 from transduce.models.state import TransformerMemory, TransformerState
 
 
@@ -41,11 +47,11 @@ class MultiHeadAttention(nn.Module):
         super().__init__()
         self.heads, self.head_dim, self.dropout = heads, dim // heads, dropout
         if self_attention:
-            self.qkv = nn.Linear(dim, 3 * dim)
+            self.qkv = Linear(dim, 3 * dim)
         else:
-            self.query = nn.Linear(dim, dim)
-            self.key_value = nn.Linear(dim, 2 * dim)
-        self.out = nn.Linear(dim, dim)
+            self.query = Linear(dim, dim)
+            self.key_value = Linear(dim, 2 * dim)
+        self.out = Linear(dim, dim)
 
     def split(self, x: torch.Tensor) -> torch.Tensor:
         B, T, _ = x.shape
@@ -92,7 +98,7 @@ class MultiHeadAttention(nn.Module):
 class FeedForward(nn.Module):
     def __init__(self, dim: int, inner: int, dropout: float) -> None:
         super().__init__()
-        self.inner, self.outer, self.dropout = nn.Linear(dim, inner), nn.Linear(inner, dim), Dropout(dropout)
+        self.inner, self.outer, self.dropout = Linear(dim, inner), Linear(inner, dim), Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.outer(self.dropout(F.relu(self.inner(x))))

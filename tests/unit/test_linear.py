@@ -1,0 +1,40 @@
+"""The oneDNN linear agrees with torch's: outputs, and the gradients of input, weight and bias."""
+import pytest
+import torch
+
+from transduce.models.linear import Linear, linear
+
+
+@pytest.mark.parametrize("shape", [(7, 5), (3, 4, 5), (0, 5)])
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_linear_equals_torch_with_gradients(shape, with_bias):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(*shape, generator=g, requires_grad=True)
+    w = torch.randn(6, 5, generator=g, requires_grad=True)
+    b = torch.randn(6, generator=g, requires_grad=True) if with_bias else None
+    out = linear(x, w, b)
+    ref = torch.nn.functional.linear(x, w, b)
+    assert torch.allclose(out, ref, atol=1e-5)
+    upstream = torch.randn(ref.shape, generator=g)
+    grads = torch.autograd.grad((out * upstream).sum(), [x, w] + ([b] if with_bias else []))
+    ref_grads = torch.autograd.grad((ref * upstream).sum(), [x, w] + ([b] if with_bias else []))
+    for a, r in zip(grads, ref_grads):
+        assert torch.allclose(a, r, atol=1e-5)
+    with torch.no_grad():
+        assert torch.allclose(linear(x, w, b), ref, atol=1e-5)
+
+
+def test_module_keeps_nn_linear_names_and_strided_inputs_work():
+    layer = Linear(4, 3)
+    assert set(layer.state_dict()) == {"weight", "bias"}
+    x = torch.randn(5, 8)[:, ::2]  # not contiguous
+    with torch.no_grad():
+        assert torch.allclose(layer(x), torch.nn.functional.linear(x, layer.weight, layer.bias), atol=1e-6)
+
+
+def test_bfloat16_and_autocast_take_torchs_path():
+    layer = Linear(4, 3)
+    x = torch.randn(2, 4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert layer(x).dtype == torch.bfloat16
+    assert linear(x.bfloat16(), layer.weight.bfloat16()).dtype == torch.bfloat16
