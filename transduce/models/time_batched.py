@@ -29,7 +29,7 @@ class _Collect(torch.autograd.Function):
         inputs = torch.cat([x for x, _ in ctx.tape])  # (T*B, I)
         grads = torch.cat([g.to(inputs.dtype) for _, g in ctx.tape])  # (T*B, O)
         ctx.tape.clear()
-        return linear(grads.t(), inputs.t()).to(ctx.dtype), None  # (O, I) = grads^T @ inputs
+        return grads.t().mm(inputs).to(ctx.dtype), None  # (O, I)
 
 
 class _StepProduct(torch.autograd.Function):
@@ -39,13 +39,13 @@ class _StepProduct(torch.autograd.Function):
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, tape: list) -> torch.Tensor:
         ctx.save_for_backward(x, weight)
         ctx.tape = tape
-        return linear(x, weight)
+        return x.mm(weight.t())
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         x, weight = ctx.saved_tensors
         ctx.tape.append((x, grad))
-        return linear(grad, weight.t()), None, None
+        return grad.mm(weight), None, None
 
 
 def _autocast_dtype(t: torch.Tensor) -> torch.dtype | None:

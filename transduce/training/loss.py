@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import torch
 
-from transduce.models.linear import linear
-
 
 class _SmoothedCrossEntropy(torch.autograd.Function):
     """Sum over rows of (1 - eps) * (lse - s_gold) + eps * (lse - mean(s)), and of lse - s_gold."""
@@ -77,7 +75,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         for start in range(0, N, step):
             h, g = features[start:start + step], gold[start:start + step]
             rows = torch.arange(h.size(0), device=h.device)
-            logits = linear(h, w, b).to(acc)  # (c, V)
+            logits = (h @ w.t() if b is None else torch.addmm(b, h, w.t())).to(acc)  # (c, V)
             logits.sub_(logits.max(dim=1, keepdim=True).values)
             gold_logit = logits[rows, g]
             mean_logit = logits.mean(dim=1)
@@ -94,8 +92,8 @@ class _LinearCrossEntropy(torch.autograd.Function):
             grad[rows, g] -= 1.0 - smoothing
             grad_bias is not None and grad_bias.add_(grad.sum(dim=0))
             grad = grad.to(dtype)
-            grad_features[start:start + step] = linear(grad, w.t())  # grad @ w
-            grad_weight.add_(linear(grad.t(), h.t()).to(acc))  # grad^T @ h
+            grad_features[start:start + step] = grad @ w
+            grad_weight.add_((grad.t() @ h).to(acc))
         ctx.save_for_backward(grad_features, grad_weight, grad_bias)
         ctx.has_bias = bias is not None
         ctx.weight_dtype = weight.dtype
