@@ -1,4 +1,4 @@
-"""The `transduce` command: the only module that reads argv. Subcommands: train, translate, evaluate, demo.
+"""The `transduce` command: the only module that reads argv. Subcommands: train, translate, evaluate, plot, demo.
 
 A problem with the user's input (data, config, model folder) is printed as one line,
 `transduce: error: <file:line: problem>`, and exits with status 2, without a traceback.
@@ -85,6 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hypotheses", help="also write the outputs to this file")
     _add_decode_options(p)
 
+    p = sub.add_parser("plot", help="draw a run's learning curves to a PNG",
+                       description="Draw train/dev loss, dev BLEU/chrF/ROUGE-L, learning rate and tokens/s "
+                       "from RUN_DIR/log.jsonl.")
+    p.add_argument("run_dir", help="a training output folder")
+    p.add_argument("--out", help="PNG file (default: RUN_DIR/curves.png)")
+
     p = sub.add_parser("demo", help="train a small model on the embedded data set, then decode and score it",
                        description="Train on the embedded CSL title data (Chinese abstracts -> titles, characters), "
                        "decode its test set, print examples and scores.")
@@ -168,6 +174,13 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_plot(args) -> int:
+    from transduce.training.curves import plot_run
+
+    print(plot_run(args.run_dir, args.out))
+    return 0
+
+
 def cmd_demo(args) -> int:
     from transduce.demo import run_demo
 
@@ -175,7 +188,8 @@ def cmd_demo(args) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "translate": cmd_translate, "evaluate": cmd_evaluate, "demo": cmd_demo}
+COMMANDS = {"train": cmd_train, "translate": cmd_translate, "evaluate": cmd_evaluate, "plot": cmd_plot,
+            "demo": cmd_demo}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -164,7 +164,7 @@ def test_evaluate_prints_a_json_report(trained):
     assert len((root / "hyp.txt").read_text(encoding="utf-8").splitlines()) == 10
 
 
-@pytest.mark.parametrize("command", [None, "train", "translate", "evaluate", "demo"])
+@pytest.mark.parametrize("command", [None, "train", "translate", "evaluate", "plot", "demo"])
 def test_help(command):
     proc = run(*([command] if command else []), "--help")
     assert proc.returncode == 0, proc.err
@@ -354,3 +354,12 @@ def test_empty_sides_are_counted_in_a_run_shorter_than_an_epoch(tmp_path):
     assert proc.returncode == 0, proc.err
     skipped = [line for line in proc.err.splitlines() if line.startswith("skipped")]
     assert len(skipped) == 1 and "skipped 3 " in skipped[0], proc.err
+
+
+def test_plot_draws_the_run_and_names_a_missing_log(trained, tmp_path):
+    _, out, _ = trained
+    proc = run("plot", out, "--out", tmp_path / "curves.png")
+    assert proc.returncode == 0, proc.err
+    assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    proc = run("plot", tmp_path)
+    assert proc.returncode == 2 and proc.err.strip() == f"transduce: error: {tmp_path}: no log.jsonl (not a training run folder)"
