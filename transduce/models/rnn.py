@@ -24,10 +24,10 @@ from transduce.models.prior import (
     SourcePrior,
     apply_prior,
     default_source_map,
-    masked_rows,
 )
 from transduce.models.rnn_encoder import RNNEncoder
 from transduce.models.state import EncoderOutput, RNNState
+from transduce.models.teacher_forcing import TeacherForcedScoring
 from transduce.models.time_batched import TimeBatchedWeight
 
 
@@ -90,7 +90,7 @@ class RecurrentCell(nn.Module):
         return n + z * (h - n), None
 
 
-class RNNSeq2Seq(nn.Module):
+class RNNSeq2Seq(TeacherForcedScoring, nn.Module):
     """Encoder-decoder with attention; implements the Seq2Seq protocol of `models.base`."""
 
     def __init__(self, cfg: ModelConfig, src_vocab_size: int, tgt_vocab_size: int,
@@ -275,47 +275,3 @@ class RNNSeq2Seq(nn.Module):
         if coverage_losses:
             extras["coverage_loss"] = torch.stack(coverage_losses, 1)
         return torch.stack(outs, dim=1), enc, extras  # (B, T, H)
-
-    def features(
-        self, src: torch.Tensor, src_mask: torch.Tensor, src_lengths: torch.Tensor, tgt_in: torch.Tensor,
-        tgt_mask: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Teacher-forced attentional outputs, before the output projection.
-
-        Shape: src (B, S), tgt_in (B, T) -> (B, T, H), or (N, H) at the tgt_mask positions
-        """
-        outs = self._teacher_forced(src, src_mask, src_lengths, tgt_in)[0]
-        return outs if tgt_mask is None else outs[tgt_mask]
-
-    def training_scores(
-        self, src: torch.Tensor, src_mask: torch.Tensor, src_lengths: torch.Tensor, tgt_in: torch.Tensor,
-        tgt_mask: torch.Tensor, src_ext: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Scores of the real target positions for the loss: logits, or the copy mixture's
-        log-probabilities; and the summed coverage loss (None without coverage).
-
-        Shape: src, src_ext (B, S); tgt_in, tgt_mask (B, T) -> (N, V) or (N, V'), scalar
-        """
-        outs, enc, extras = self._teacher_forced(src, src_mask, src_lengths, tgt_in, src_ext)
-        rows = masked_rows(tgt_mask)
-        scores = self.scores(outs[tgt_mask], enc, rows, extras["attention"][tgt_mask] if extras else None,
-                             extras["gate_input"][tgt_mask] if extras else None, normalize=False)
-        coverage = extras.get("coverage_loss")
-        return scores, None if coverage is None else coverage[tgt_mask].sum()
-
-    def forward(
-        self, src: torch.Tensor, src_mask: torch.Tensor, src_lengths: torch.Tensor, tgt_in: torch.Tensor,
-        tgt_mask: torch.Tensor | None = None, normalize: bool = True, src_ext: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Teacher-forced pass.
-
-        Shape: src (B, S), tgt_in (B, T) -> log_probs (B, T, V); with tgt_mask (B, T) only the
-        N real positions are projected onto the vocabulary: (N, V). normalize=False returns the
-        logits instead (with the prior applied); a copy model returns its log-probabilities.
-        """
-        B, T = tgt_in.shape
-        mask = tgt_mask if tgt_mask is not None else torch.ones(B, T, dtype=torch.bool, device=tgt_in.device)
-        outs, enc, extras = self._teacher_forced(src, src_mask, src_lengths, tgt_in, src_ext)
-        scores = self.scores(outs[mask], enc, masked_rows(mask), extras["attention"][mask] if extras else None,
-                             extras["gate_input"][mask] if extras else None, normalize=normalize)
-        return scores if tgt_mask is not None else scores.view(B, T, -1)

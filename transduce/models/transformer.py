@@ -23,9 +23,9 @@ from transduce.models.prior import (
     SourcePrior,
     apply_prior,
     default_source_map,
-    masked_rows,
 )
 from transduce.models.state import TransformerMemory, TransformerState
+from transduce.models.teacher_forcing import TeacherForcedScoring
 
 
 def sinusoidal_positions(positions: torch.Tensor, dim: int) -> torch.Tensor:
@@ -180,7 +180,7 @@ class DecoderLayer(nn.Module):
         return self.sub_ff.after(x, self.feed_forward(self.sub_ff.before(x))), attention, context
 
 
-class TransformerSeq2Seq(nn.Module):
+class TransformerSeq2Seq(TeacherForcedScoring, nn.Module):
     """Encoder-decoder Transformer; implements the Seq2Seq protocol of `models.base`."""
 
     def __init__(self, cfg: ModelConfig, src_vocab_size: int, tgt_vocab_size: int,
@@ -310,36 +310,3 @@ class TransformerSeq2Seq(nn.Module):
         out = self.decoder_norm(x)
         extras = {"attention": attention, "gate_input": torch.cat([out, context], dim=2)} if copying else {}
         return out, enc, extras
-
-    def features(
-        self, src: torch.Tensor, src_mask: torch.Tensor, src_lengths: torch.Tensor, tgt_in: torch.Tensor,
-        tgt_mask: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Teacher-forced decoder outputs before the output projection.
-
-        Shape: src (B, S), tgt_in (B, T) -> (B, T, H), or (N, H) at the tgt_mask positions
-        """
-        outs = self._teacher_forced(src, src_mask, src_lengths, tgt_in)[0]
-        return outs if tgt_mask is None else outs[tgt_mask]
-
-    def training_scores(
-        self, src: torch.Tensor, src_mask: torch.Tensor, src_lengths: torch.Tensor, tgt_in: torch.Tensor,
-        tgt_mask: torch.Tensor, src_ext: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, None]:
-        """Scores of the real target positions for the loss (logits, or a copy mixture's
-        log-probabilities), and no auxiliary loss. Shape: -> (N, V) or (N, V')"""
-        return self.forward(src, src_mask, src_lengths, tgt_in, tgt_mask, normalize=False, src_ext=src_ext), None
-
-    def forward(
-        self, src: torch.Tensor, src_mask: torch.Tensor, src_lengths: torch.Tensor, tgt_in: torch.Tensor,
-        tgt_mask: torch.Tensor | None = None, normalize: bool = True, src_ext: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Teacher-forced pass. Shape: tgt_in (B, T) -> log_probs (B, T, V), or (N, V) at the
-        tgt_mask positions; normalize=False gives the logits (with the prior applied); a copy
-        model returns its log-probabilities."""
-        outs, enc, extras = self._teacher_forced(src, src_mask, src_lengths, tgt_in, src_ext)
-        B, T = tgt_in.shape
-        mask = tgt_mask if tgt_mask is not None else torch.ones(B, T, dtype=torch.bool, device=tgt_in.device)
-        scores = self.scores(outs[mask], enc, masked_rows(mask), extras["attention"][mask] if extras else None,
-                             extras["gate_input"][mask] if extras else None, normalize=normalize)
-        return scores if tgt_mask is not None else scores.view(B, T, -1)
