@@ -4,7 +4,13 @@ import random
 import torch
 
 from transduce.constants import BOS, EOS, PAD
-from transduce.data.batching import Example, collate, padded_size, sentence_batches, token_batches
+from transduce.data.batching import (
+    Example,
+    collate,
+    padded_size,
+    sentence_batches,
+    token_batches,
+)
 
 
 def _examples(n: int, seed: int = 0, max_len: int = 30) -> list[Example]:

@@ -3,7 +3,14 @@ import json
 
 import pytest
 
-from transduce.config import Config, ConfigError, DataConfig, DecodeConfig, ModelConfig, TrainConfig
+from transduce.config import (
+    Config,
+    ConfigError,
+    DataConfig,
+    DecodeConfig,
+    ModelConfig,
+    TrainConfig,
+)
 
 
 def test_defaults_build_without_any_file():

@@ -3,7 +3,13 @@ import math
 import pytest
 import sacrebleu
 
-from transduce.evaluation.metrics import bleu, chrf, exact_match, perplexity, sacrebleu_tokenizer
+from transduce.evaluation.metrics import (
+    bleu,
+    chrf,
+    exact_match,
+    perplexity,
+    sacrebleu_tokenizer,
+)
 
 ZH_REFS = ["基于深度学习的中文文本摘要方法研究", "超立方体网络的结构连通性"]
 ZH_HYPS = ["基于深度学习的文本摘要方法", "超立方体网络的连通性研究"]

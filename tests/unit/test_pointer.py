@@ -5,11 +5,17 @@ import math
 import pytest
 import torch
 
+from tests.unit.stepwise import decode_stepwise
 from transduce.config import ModelConfig
 from transduce.constants import PAD, UNK
 from transduce.data.batching import Example, collate
 from transduce.models.builder import build_model
-from transduce.models.pointer import TINY, PointerGenerator, extended_size, in_vocabulary_ids
+from transduce.models.pointer import (
+    TINY,
+    PointerGenerator,
+    extended_size,
+    in_vocabulary_ids,
+)
 
 V = 10
 
@@ -74,13 +80,7 @@ def test_incremental_equals_full_pass_over_the_extended_vocabulary(arch, coverag
     with torch.no_grad():
         full = model(*args, batch.tgt_mask, src_ext=batch.src_ext)
         scores, coverage_loss = model.training_scores(*args, batch.tgt_mask, batch.src_ext)
-        enc = model.encode(batch.src, batch.src_mask, batch.src_lengths, batch.src_ext)
-        state = model.init_state(enc)
-        steps = []
-        for t in range(batch.tgt_in.size(1)):
-            lp, state = model.decode_step(batch.tgt_in[:, t], enc, state)
-            steps.append(lp)
-    inc = torch.stack(steps, 1)[batch.tgt_mask]
+    inc = decode_stepwise(model, batch, batch.src_ext)[0][batch.tgt_mask]
     assert full.shape == (7, V + 2)
     assert torch.allclose(full, inc, atol=1e-5)
     assert torch.allclose(full, scores, atol=1e-6)

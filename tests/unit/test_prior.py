@@ -3,6 +3,7 @@ and the logits become (y + ŷ) / 2, in training and at every decoding step, for 
 import pytest
 import torch
 
+from tests.unit.stepwise import decode_stepwise
 from transduce.config import ModelConfig
 from transduce.constants import PAD, UNK
 from transduce.data.batching import Example, collate
@@ -64,12 +65,7 @@ def test_model_with_prior_decodes_incrementally_as_the_full_pass(arch):
         full = model(batch.src, batch.src_mask, batch.src_lengths, batch.tgt_in, batch.tgt_mask)
         logits, aux = model.training_scores(batch.src, batch.src_mask, batch.src_lengths, batch.tgt_in, batch.tgt_mask)
         enc = model.encode(batch.src, batch.src_mask, batch.src_lengths)
-        state = model.init_state(enc)
-        steps = []
-        for t in range(batch.tgt_in.size(1)):
-            lp, state = model.decode_step(batch.tgt_in[:, t], enc, state)
-            steps.append(lp)
-        inc = torch.stack(steps, 1)[batch.tgt_mask]
+        inc = decode_stepwise(model, batch)[0][batch.tgt_mask]
         # the prior moved the scores: without it they differ
         plain = apply_prior(model.output(model.features(batch.src, batch.src_mask, batch.src_lengths, batch.tgt_in,
                                                          batch.tgt_mask)), None)

@@ -2,8 +2,15 @@ import gzip
 
 import pytest
 
-from transduce.data.readers import (DataError, Pair, ReadStats, read_jsonl, read_pairs,
-                                    read_parallel, read_tsv)
+from transduce.data.readers import (
+    DataError,
+    Pair,
+    ReadStats,
+    read_jsonl,
+    read_pairs,
+    read_parallel,
+    read_tsv,
+)
 
 
 def write(path, text):

@@ -5,6 +5,7 @@ import itertools
 import pytest
 import torch
 
+from tests.unit.stepwise import decode_stepwise
 from transduce.config import ModelConfig
 from transduce.constants import BOS, PAD
 from transduce.data.batching import Example, collate
@@ -53,17 +54,6 @@ def _full(model, batch, tgt_mask=None):
         return model(batch.src, batch.src_mask, batch.src_lengths, batch.tgt_in, tgt_mask)
 
 
-def _incremental(model, batch):
-    """Teacher-forced, but one decode_step per target position. -> (B, T, V), the attention of each step."""
-    with torch.no_grad():
-        enc = model.encode(batch.src, batch.src_mask, batch.src_lengths)
-        state = model.init_state(enc)
-        steps, attention = [], []
-        for t in range(batch.tgt_in.size(1)):
-            lp, state = model.decode_step(batch.tgt_in[:, t], enc, state)
-            steps.append(lp)
-            attention.append(state.attention)
-        return torch.stack(steps, 1), attention
 
 
 @pytest.mark.parametrize("setting", GRID, ids=_ids)
@@ -72,7 +62,7 @@ def test_incremental_equals_full_pass(setting):
     model = _model(arch, attention, feeding, layers, bidir)
     _, batch = _batch()
     full = _full(model, batch)  # (B, T, V)
-    steps, _ = _incremental(model, batch)
+    steps, _ = decode_stepwise(model, batch)
     assert full.shape == steps.shape == (4, batch.tgt_in.size(1), TGT_V)
     assert torch.allclose(full, steps, atol=TOL, rtol=0), (full - steps).abs().max()
     # and they are log-probabilities
@@ -85,7 +75,7 @@ def test_padding_invariance(setting):
     model = _model(arch, attention, feeding, layers, bidir)
     examples, batch = _batch()
     together = _full(model, batch)  # (B, T, V)
-    steps, _ = _incremental(model, batch)
+    steps, _ = decode_stepwise(model, batch)
     for row, ex in enumerate(examples):
         alone = _full(model, collate([ex]))[0]  # (T_row, V)
         n = len(ex.tgt) + 1
@@ -99,7 +89,7 @@ def test_padding_invariance(setting):
 def test_attention_is_zero_on_padded_source(arch, attention):
     model = _model(arch, attention, layers=(2, 2))
     _, batch = _batch()
-    _, weights = _incremental(model, batch)
+    _, weights = decode_stepwise(model, batch)
     for w in weights:
         assert w.shape == batch.src.shape
         assert torch.all(w[~batch.src_mask] == 0.0)  # exactly zero, not just small
@@ -205,7 +195,7 @@ def test_without_bridge(arch, layers):
     assert not hasattr(model, "bridge_h")
     examples, batch = _batch()
     full = _full(model, batch)
-    steps, _ = _incremental(model, batch)
+    steps, _ = decode_stepwise(model, batch)
     assert torch.allclose(full, steps, atol=TOL, rtol=0)
     alone = _full(model, collate([examples[1]]))[0]
     assert torch.allclose(full[1, : alone.size(0)], alone, atol=TOL, rtol=0)

@@ -3,8 +3,14 @@ import random
 import pytest
 
 from transduce.constants import SPECIAL_TOKENS
-from transduce.data.tokenizers import (CharTokenizer, SentencePieceTokenizer, Tokenizer,
-                                       WordTokenizer, load_tokenizer, train_tokenizer)
+from transduce.data.tokenizers import (
+    CharTokenizer,
+    SentencePieceTokenizer,
+    Tokenizer,
+    WordTokenizer,
+    load_tokenizer,
+    train_tokenizer,
+)
 
 WORDS = ["the", "cat", "dog", "sat", "on", "mat", "a", "big", "red", "ran", "fast", "home",
          "little", "bird", "sings", "over", "tree"]

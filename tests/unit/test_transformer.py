@@ -6,6 +6,7 @@ import itertools
 import pytest
 import torch
 
+from tests.unit.stepwise import decode_stepwise
 from transduce.config import ConfigError, ModelConfig
 from transduce.constants import BOS, EOS
 from transduce.data.batching import Example, collate
@@ -38,16 +39,6 @@ def _batch(seed=1, src_lengths=(7, 3, 5, 1), tgt_lengths=(4, 6, 2, 3)):
     return examples, collate(examples)
 
 
-def _incremental(model, batch):
-    with torch.no_grad():
-        enc = model.encode(batch.src, batch.src_mask, batch.src_lengths)
-        state = model.init_state(enc)
-        steps, attention = [], []
-        for t in range(batch.tgt_in.size(1)):
-            lp, state = model.decode_step(batch.tgt_in[:, t], enc, state)
-            steps.append(lp)
-            attention.append(state.attention)
-        return torch.stack(steps, 1), attention
 
 
 GRID = list(itertools.product(("pre", "post"), ("sinusoidal", "learned"), ((1, 1), (2, 3))))
@@ -59,7 +50,7 @@ def test_incremental_equals_full_pass(norm, positions, layers):
     _, batch = _batch()
     with torch.no_grad():
         full = model(batch.src, batch.src_mask, batch.src_lengths, batch.tgt_in)
-    inc, _ = _incremental(model, batch)
+    inc, _ = decode_stepwise(model, batch)
     mask = batch.tgt_mask
     assert torch.allclose(full[mask], inc[mask], atol=TOL)
 
@@ -80,10 +71,10 @@ def test_padding_invariance():
     """A sentence decoded alone or beside longer ones gets the same scores."""
     model = _model()
     examples, batch = _batch()
-    inc, _ = _incremental(model, batch)
+    inc, _ = decode_stepwise(model, batch)
     for i, ex in enumerate(examples):
         alone = collate([ex])
-        single, _ = _incremental(model, alone)
+        single, _ = decode_stepwise(model, alone)
         T = len(ex.tgt) + 1
         assert torch.allclose(single[0, :T], inc[i, :T], atol=TOL)
 
@@ -128,7 +119,7 @@ def test_rows_joining_a_running_batch_decode_as_alone():
         lp_b2, state = model.decode_step(torch.cat([torch.full((2,), 5), batch.tgt_in[b, 1]]), enc, state)
         only_b = state.select(torch.tensor([2, 3]))
         assert only_b.valid is None and only_b.length == 2  # front padding trimmed
-    ref, _ = _incremental(model, collate([Example(batch.src[i, :int(batch.src_lengths[i])].tolist(),
+    ref, _ = decode_stepwise(model, collate([Example(batch.src[i, :int(batch.src_lengths[i])].tolist(),
                                                   batch.tgt_out[i][batch.tgt_mask[i]][:-1].tolist())
                                           for i in range(4)]))
     assert torch.allclose(lp[:2], ref[:2, 3], atol=TOL)
@@ -169,7 +160,7 @@ def test_beam_scores_equal_teacher_forced_scores():
 def test_attention_weights_are_distributions_over_real_source_tokens():
     model = _model()
     _, batch = _batch()
-    _, attention = _incremental(model, batch)
+    _, attention = decode_stepwise(model, batch)
     for att in attention:
         assert torch.allclose(att.sum(1), torch.ones(4), atol=1e-5)
         assert float(att[~batch.src_mask].abs().sum()) == 0.0
@@ -246,7 +237,7 @@ def test_a_state_stays_valid_when_two_steps_branch_from_it_and_caches_grow():
         lp_b, state_b = model.decode_step(batch.tgt_in[:, 36], enc, state)  # another branch from the same state
         next_a, _ = model.decode_step(batch.tgt_in[:, 36], enc, state_a)
         again_a, _ = model.decode_step(batch.tgt_in[:, 35], enc, state)
-    full, _ = _incremental(model, batch)
+    full, _ = decode_stepwise(model, batch)
     assert torch.allclose(lp_a, full[:, 35], atol=TOL) and torch.allclose(again_a, lp_a, atol=TOL)
     assert torch.allclose(next_a, full[:, 36], atol=TOL)
     assert not torch.allclose(lp_b, lp_a)
