@@ -237,7 +237,8 @@ class RNNSeq2Seq(TeacherForcedScoring, nn.Module):
         self, prev_tokens: torch.Tensor, enc: EncoderOutput, state: RNNState
     ) -> tuple[torch.Tensor, RNNState]:
         """Feed one new token per row. Shape: prev_tokens (B,) -> log_probs (B, V) (V' when copying), state."""
-        prev_tokens = prev_tokens.masked_fill(prev_tokens >= self.tgt_vocab_size, UNK)  # copied tokens read as unk
+        if self.pointer is not None:  # copied tokens (extended ids) are read as unk
+            prev_tokens = prev_tokens.masked_fill(prev_tokens >= self.tgt_vocab_size, UNK)
         out, state, gate_input = self._step(self._embed_gates(prev_tokens), enc, state, self._step_weights())
         return self.scores(out, enc, attention=state.attention, gate_input=gate_input), state
 

@@ -261,7 +261,9 @@ class TransformerSeq2Seq(TeacherForcedScoring, nn.Module):
         self, prev_tokens: torch.Tensor, enc: TransformerMemory, state: TransformerState
     ) -> tuple[torch.Tensor, TransformerState]:
         """Feed one new token per row. Shape: prev_tokens (B,) -> log_probs (B, V), state."""
-        tokens = prev_tokens.masked_fill(prev_tokens >= self.tgt_vocab_size, UNK).unsqueeze(1)  # (B, 1)
+        if self.pointer is not None:  # copied tokens (extended ids) are read as unk
+            prev_tokens = prev_tokens.masked_fill(prev_tokens >= self.tgt_vocab_size, UNK)
+        tokens = prev_tokens.unsqueeze(1)  # (B, 1)
         positions = state.positions.unsqueeze(1)
         bound = state.length + 1  # no row has fed more tokens than the cache holds
         if self.cfg.positions == "learned":  # past the table, the last learned position stands in
