@@ -1,4 +1,5 @@
-"""The `transduce` command: the only module that reads argv. Subcommands: train, translate, evaluate, plot, demo.
+"""The `transduce` command: the only module that reads argv.
+Subcommands: train, translate, evaluate, average, plot, demo.
 
 A problem with the user's input (data, config, model folder) is printed as one line,
 `transduce: error: <file:line: problem>`, and exits with status 2, without a traceback.
@@ -11,6 +12,7 @@ import sys
 from pathlib import Path
 
 from transduce.config import Config, ConfigError
+from transduce.constants import CONFIG_FILE
 from transduce.data.readers import DataError, read_lines, read_pairs
 
 USER_ERRORS = (DataError, ConfigError, FileNotFoundError, IsADirectoryError, PermissionError)
@@ -50,15 +52,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="transduce", description="Train, run and score sequence-to-sequence models.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("train", help="train a model from pairs", description="Train a model; the output folder "
-                       "is a model folder (config.json, vocabularies, model.safetensors) plus checkpoints/ and log.jsonl.")
-    p.add_argument("config", nargs="?", help="YAML config (optional: defaults give an attention LSTM)")
+    p = sub.add_parser("train", help="train a model from pairs (or resume the run in --out)",
+                       description="Train a model; the output folder is a model folder (config.json, vocabularies, "
+                       "model.safetensors) plus checkpoints/ and log.jsonl. When --out already holds checkpoints, "
+                       "the run resumes from the newest sound one (--fresh starts over); Ctrl-C saves a checkpoint "
+                       "and stops.")
+    p.add_argument("config", nargs="?", help="YAML config (optional: defaults give an attention LSTM; "
+                   "when resuming, the run's own config.json)")
     p.add_argument("--train", help="training pairs: .tsv, .jsonl (or the source file of two aligned files)")
     p.add_argument("--train-target", help="target file when --train is the source side of two aligned files")
     p.add_argument("--dev", help="dev pairs, scored during training")
     p.add_argument("--dev-target", help="target file when --dev is a source file")
     p.add_argument("--out", required=True, help="output (model) folder")
     p.add_argument("--steps", type=int, help="optimizer updates (train.steps)")
+    p.add_argument("--save-every", type=int, help="checkpoint period in updates (train.save_every)")
+    p.add_argument("--fresh", action="store_true", help="start over in --out, deleting its checkpoints and log")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set model.hidden=512 (repeatable)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
@@ -85,6 +93,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hypotheses", help="also write the outputs to this file")
     _add_decode_options(p)
 
+    p = sub.add_parser("average", help="average the weights of a run's last checkpoints into a new model",
+                       description="Average the weights of the last K checkpoints of RUN_DIR (element-wise mean) "
+                       "and write a model folder that translate, evaluate and the API load like any other.")
+    p.add_argument("run_dir", help="a training output folder with checkpoints/")
+    p.add_argument("--last", type=int, default=None, help="how many of the newest checkpoints (default: all kept)")
+    p.add_argument("--out", required=True, help="new model folder")
+
     p = sub.add_parser("plot", help="draw a run's learning curves to a PNG",
                        description="Draw train/dev loss, dev BLEU/chrF/ROUGE-L, learning rate and tokens/s "
                        "from RUN_DIR/log.jsonl.")
@@ -101,20 +116,41 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_train(args) -> int:
-    from transduce.training.trainer import train
+    from transduce.training.trainer import Trainer
 
-    config = Config.load(args.config) if args.config else Config()
-    overrides = list(args.overrides)
+    config = _train_config(args)
+    trainer = Trainer(config, args.out, device=args.device, log=lambda m: print(m, file=sys.stderr),
+                      fresh=args.fresh)
+    if trainer.step >= config.train.steps:
+        print(f"{args.out}: already trained for {trainer.step} updates (train.steps={config.train.steps}); "
+              "raise --steps to go on, or --fresh to start over", file=sys.stderr)
+        return 0
+    trainer.fit()
+    if trainer.interrupted is not None:
+        print(f"stopped at update {trainer.step}; the same command resumes from {args.out}", file=sys.stderr)
+        return 128 + trainer.interrupted
+    print(f"model saved in {args.out}", file=sys.stderr)
+    return 0
+
+
+def _train_config(args) -> Config:
+    """The config file, or the run's own config.json when resuming with no config and no --train,
+    or the defaults; then the command-line values and --set overrides."""
+    saved = Path(args.out, CONFIG_FILE)
+    if args.config:
+        config = Config.load(args.config)
+    elif args.train is None and not args.fresh and saved.is_file():
+        config = Config.load(saved)
+    else:
+        config = Config()
     for key, value in (("data.train", args.train), ("data.train_target", args.train_target),
-                       ("data.dev", args.dev), ("data.dev_target", args.dev_target), ("train.steps", args.steps)):
+                       ("data.dev", args.dev), ("data.dev_target", args.dev_target), ("train.steps", args.steps),
+                       ("train.save_every", args.save_every)):
         if value is not None:
             config = _set(config, key, value)
     if args.quiet:
         config = _set(config, "train.progress", False)
-    config = config.override(overrides)
-    out = train(config, args.out, device=args.device, log=lambda m: print(m, file=sys.stderr))
-    print(f"model saved in {out}", file=sys.stderr)
-    return 0
+    return config.override(list(args.overrides))
 
 
 def _set(config: Config, key: str, value) -> Config:
@@ -174,6 +210,14 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_average(args) -> int:
+    from transduce.training.averaging import average_run
+
+    out, used = average_run(args.run_dir, args.out, last=args.last)
+    print(f"averaged {len(used)} checkpoints ({', '.join(p.name for p in used)}) into {out}", file=sys.stderr)
+    return 0
+
+
 def cmd_plot(args) -> int:
     from transduce.training.curves import plot_run
 
@@ -188,17 +232,18 @@ def cmd_demo(args) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "translate": cmd_translate, "evaluate": cmd_evaluate, "plot": cmd_plot,
-            "demo": cmd_demo}
+COMMANDS = {"train": cmd_train, "translate": cmd_translate, "evaluate": cmd_evaluate, "average": cmd_average,
+            "plot": cmd_plot, "demo": cmd_demo}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from transduce.inference import ModelLoadError
+    from transduce.training.checkpoint import CheckpointError
 
     try:
         return COMMANDS[args.command](args)
-    except (*USER_ERRORS, ModelLoadError) as exc:
+    except (*USER_ERRORS, ModelLoadError, CheckpointError) as exc:
         print(f"transduce: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -143,20 +143,31 @@ class TrainConfig:
     log_every: int = 25
     eval_every: int = 500  # 0 disables dev evaluation during training
     save_every: int = 500
-    keep_checkpoints: int = 3
+    keep_checkpoints: int = 3  # the newest K step checkpoints are kept (and the best one, in checkpoints/best)
     dev_bleu: bool = True  # decode the dev set (greedy) at each evaluation
     dev_max_sentences: int = 500
+    eval_metric: str = "loss"  # what "best" means: loss | bleu | chrf | rougeL (dev figures)
+    patience: int = 0  # stop after this many evaluations without a better eval_metric; 0 = never stop early
+    final_weights: str = "best"  # what model.safetensors holds at the end: best (by eval_metric) | last
     threads: int | None = None  # torch CPU threads; None = torch's default
-    precision: str = "fp32"  # fp32 | bf16 (mixed precision: bfloat16 products, float32 weights and loss)
+    # auto: bf16 on a GPU that supports it, else fp32 | fp32 | bf16 (bfloat16 products, float32 weights
+    # and loss) | fp16 (float16 products with a gradient scaler; for GPUs without bfloat16)
+    precision: str = "auto"
     progress: bool = True  # tqdm bar
+    tensorboard: bool = False  # also write the logged figures as TensorBoard events under RUN/tensorboard
 
     def __post_init__(self) -> None:
         self.adam_betas = tuple(self.adam_betas)  # YAML/JSON give lists
         _check_choice("train.schedule", self.schedule, ("inverse_sqrt", "constant"))
-        _check_choice("train.precision", self.precision, ("fp32", "bf16"))
+        _check_choice("train.precision", self.precision, ("auto", "fp32", "bf16", "fp16"))
+        _check_choice("train.eval_metric", self.eval_metric, ("loss", "bleu", "chrf", "rougeL"))
+        _check_choice("train.final_weights", self.final_weights, ("best", "last"))
+        if self.eval_metric != "loss" and not self.dev_bleu:
+            raise ConfigError(f"train.eval_metric: {self.eval_metric} needs the dev set decoded (train.dev_bleu: true)")
         for key in ("steps", "batch_tokens", "accumulate", "lr", "pool_batches", "log_every", "keep_checkpoints"):
             _check_positive(f"train.{key}", getattr(self, key))
-        for key in ("warmup", "clip_norm", "eval_every", "save_every", "weight_decay", "dev_max_sentences"):
+        for key in ("warmup", "clip_norm", "eval_every", "save_every", "weight_decay", "dev_max_sentences",
+                    "patience"):
             _check_positive(f"train.{key}", getattr(self, key), allow_zero=True)
         if not 0 <= self.label_smoothing < 1:
             raise ConfigError(f"train.label_smoothing: must be in [0, 1), got {self.label_smoothing}")

@@ -199,3 +199,27 @@ def test_without_bridge(arch, layers):
     assert torch.allclose(full, steps, atol=TOL, rtol=0)
     alone = _full(model, collate([examples[1]]))[0]
     assert torch.allclose(full[1, : alone.size(0)], alone, atol=TOL, rtol=0)
+
+
+def test_decoding_after_a_fused_adam_update_sees_the_new_weights():
+    """The fused Adam kernel changes weights in place without bumping their version counters:
+    the decoder's projected-embedding table must not survive the switch back to training."""
+    from transduce.config import TrainConfig
+    from transduce.training.optim import make_optimizer
+
+    model = _model()
+    batch = collate([Example([4, 5, 6], [7, 8], 0), Example([9, 5], [6, 7, 8], 1)])
+
+    def eval_scores(m):
+        m.eval()
+        with torch.inference_mode():
+            return m(batch.src, batch.src_mask, batch.src_lengths, batch.tgt_in).clone()
+
+    eval_scores(model)  # fills the table
+    optimizer = make_optimizer(model, TrainConfig(lr=0.05))
+    model.train()
+    model(batch.src, batch.src_mask, batch.src_lengths, batch.tgt_in).logsumexp(-1).sum().backward()
+    optimizer.step()
+    fresh = _model(seed=1)
+    fresh.load_state_dict(model.state_dict())
+    assert torch.allclose(eval_scores(model), eval_scores(fresh), atol=1e-6)

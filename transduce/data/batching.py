@@ -98,7 +98,7 @@ def collate(examples: list[Example]) -> Batch:
 
 def padded_size(examples: list[Example]) -> int:
     """Padded tokens of a batch: sentences x the longest side (target counted with its BOS/EOS)."""
-    longest = max(max(len(e.src), len(e.tgt) + 1 if e.tgt is not None else 0) for e in examples)
+    longest = max(example_length(e) for e in examples)
     return len(examples) * longest
 
 
@@ -106,7 +106,7 @@ def _cut_by_tokens(examples: list[Example], max_tokens: int) -> list[list[Exampl
     """Consecutive runs of (sorted) examples whose padded size stays within max_tokens."""
     batches, current, longest = [], [], 0
     for ex in examples:
-        length = max(len(ex.src), len(ex.tgt) + 1 if ex.tgt is not None else 0)
+        length = example_length(ex)
         new_longest = max(longest, length)
         if current and new_longest * (len(current) + 1) > max_tokens:
             batches.append(current)
@@ -115,6 +115,38 @@ def _cut_by_tokens(examples: list[Example], max_tokens: int) -> list[list[Exampl
         longest = new_longest
     if current:
         batches.append(current)
+    return batches
+
+
+def example_length(ex: Example) -> int:
+    """The padded width an example needs: its longer side (target counted with BOS/EOS)."""
+    return max(len(ex.src), len(ex.tgt) + 1 if ex.tgt is not None else 0)
+
+
+def pools(examples: Iterable[Example], budget: int) -> Iterator[list[Example]]:
+    """Consecutive runs of examples holding about `budget` tokens each (the last one may hold fewer)."""
+    pool: list[Example] = []
+    pool_tokens = 0
+    for ex in examples:
+        pool.append(ex)
+        pool_tokens += example_length(ex)
+        if pool_tokens >= budget:
+            yield pool
+            pool, pool_tokens = [], 0
+    if pool:
+        yield pool
+
+
+def batches_of_pool(pool: list[Example], max_tokens: int, rng: random.Random | None) -> list[list[Example]]:
+    """One pool's batches: examples shuffled (with `rng`), stably sorted by length, cut by
+    padded tokens, and the batches shuffled (so equal lengths still come in random order)."""
+    pool = list(pool)
+    if rng is not None:
+        rng.shuffle(pool)
+    pool.sort(key=lambda e: (len(e.src), len(e.tgt) if e.tgt is not None else 0))
+    batches = _cut_by_tokens(pool, max_tokens)
+    if rng is not None:
+        rng.shuffle(batches)
     return batches
 
 
@@ -132,28 +164,9 @@ def token_batches(
     shuffled (when asked) then stably sorted by length, cut into batches, and the batches
     shuffled. Memory is bounded by the pool, not the corpus.
     """
-    rng = random.Random(seed)
-    pool: list[Example] = []
-    pool_tokens = 0
-    budget = max_tokens * pool_batches
-
-    def flush() -> Iterator[list[Example]]:
-        if shuffle:
-            rng.shuffle(pool)
-        pool.sort(key=lambda e: (len(e.src), len(e.tgt) if e.tgt is not None else 0))
-        batches = _cut_by_tokens(pool, max_tokens)
-        if shuffle:
-            rng.shuffle(batches)
-        yield from batches
-
-    for ex in examples:
-        pool.append(ex)
-        pool_tokens += max(len(ex.src), len(ex.tgt) + 1 if ex.tgt is not None else 0)
-        if pool_tokens >= budget:
-            yield from flush()
-            pool, pool_tokens = [], 0
-    if pool:
-        yield from flush()
+    rng = random.Random(seed) if shuffle else None
+    for pool in pools(examples, max_tokens * pool_batches):
+        yield from batches_of_pool(pool, max_tokens, rng)
 
 
 def sentence_batches(examples: list[Example], batch_size: int) -> Iterator[list[Example]]:

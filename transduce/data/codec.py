@@ -111,9 +111,9 @@ class TextCodec:
             tgt_ext = [i if i != UNK or tok not in oov else V + oov[tok] for tok, i in zip(tgt_tokens, tgt)]
         return Example(src, tgt, index, src_ext=src_ext, tgt_ext=tgt_ext, oov=list(oov))
 
-    def examples(self, pairs: Iterable[Pair], copy: bool = False) -> Iterator[Example]:
-        """Stream pairs as id examples, numbered in reading order (with copy ids when `copy`)."""
-        for index, pair in enumerate(pairs):
+    def examples(self, pairs: Iterable[Pair], copy: bool = False, start: int = 0) -> Iterator[Example]:
+        """Stream pairs as id examples, numbered in reading order from `start` (with copy ids when `copy`)."""
+        for index, pair in enumerate(pairs, start):
             yield self.example(pair.source, pair.target, index, copy)
 
     def source_to_target_ids(self) -> torch.Tensor:

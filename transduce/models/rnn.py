@@ -209,6 +209,12 @@ class RNNSeq2Seq(TeacherForcedScoring, nn.Module):
             return self.cells[0].project_ahead(self.dropout(self.tgt_embed(tokens)))
         return self._gate_table()[tokens]
 
+    def train(self, mode: bool = True) -> "RNNSeq2Seq":
+        """Switching modes forgets the projected-embedding table: an optimizer may change the
+        weights in place without bumping their version counters (the fused Adam kernel does)."""
+        self._gate_cache_key = None
+        return super().train(mode)
+
     def _gate_table(self) -> torch.Tensor:
         """(V, G*H) projected embeddings, recomputed whenever the weights change."""
         cell, emb = self.cells[0], self.tgt_embed.weight

@@ -3,7 +3,10 @@
 Phases of one update: gather `accumulate` token batches → teacher-forced forward and
 label-smoothed loss normalised by the update's target tokens → backward → clip → Adam step
 with the scheduled rate. Every `log_every` updates a JSON line goes to `log.jsonl`, every
-`eval_every` the dev set is scored, every `save_every` a checkpoint is written atomically.
+`eval_every` the dev set is scored (the best weights kept, patience counted), every
+`save_every` a checkpoint is written atomically. A run folder that already holds checkpoints
+is resumed from the newest sound one, exactly: weights, optimizer, generators and the data
+position come back, so the resumed run ends bitwise where an uninterrupted one would.
 """
 from __future__ import annotations
 
@@ -11,10 +14,11 @@ import json
 import math
 import os
 import random
+import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable
 
 import numpy as np
 import torch
@@ -22,18 +26,31 @@ from tqdm import tqdm
 
 from transduce.config import Config, ConfigError
 from transduce.constants import CONFIG_FILE, LOG_FILE, WEIGHTS_FILE
-from transduce.data.batching import Batch, collate, token_batches
+from transduce.data.batching import Batch
 from transduce.data.codec import TextCodec
 from transduce.data.readers import Pair, ReadStats, read_pairs
+from transduce.data.stream import BatchStream, StreamPosition
 from transduce.decoding.search import decode_examples
 from transduce.evaluation.metrics import perplexity
 from transduce.evaluation.reference_scoring import reference_nll
 from transduce.evaluation.report import score_outputs
 from transduce.inference import pick_device
 from transduce.models.builder import build_model, count_parameters
-from transduce.training.checkpoint import save_checkpoint, save_weights
-from transduce.training.loss import label_smoothed_nll, linear_cross_entropy
+from transduce.training.checkpoint import (
+    BEST_DIR,
+    CHECKPOINT_DIR,
+    latest_sound_checkpoint,
+    load_checkpoint,
+    save_best,
+    save_checkpoint,
+    save_weights,
+)
+from transduce.training.early_stopping import BestTracker
+from transduce.training.interrupt import StopRequests
+from transduce.training.objective import TrainingObjective
 from transduce.training.optim import learning_rate, make_optimizer, set_learning_rate
+from transduce.training.rng import capture_rng, restore_rng
+from transduce.training.run_log import TENSORBOARD_DIR, RunLog, truncate_log
 
 
 def seed_everything(seed: int) -> None:
@@ -55,10 +72,21 @@ def pair_reader(cfg: Config, split: str, stats: ReadStats | None = None) -> Call
     return open_pairs
 
 
-class Trainer:
-    """Builds vocabularies and model from a config, trains, evaluates and saves into `out_dir`."""
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """auto: bfloat16 mixed precision on a GPU that supports it, float32 elsewhere."""
+    if precision != "auto":
+        return precision
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return "bf16"
+    return "fp32"
 
-    def __init__(self, config: Config, out_dir: str | Path, *, device: str = "auto", log=print):
+
+class Trainer:
+    """Builds vocabularies and model from a config (or picks up the run already in `out_dir`),
+    trains, evaluates and saves into `out_dir`."""
+
+    def __init__(self, config: Config, out_dir: str | Path, *, device: str = "auto", log=print,
+                 fresh: bool = False):
         if not config.data.train:
             raise ConfigError("no training data: give --train FILE or data.train in the config")
         self.config, self.out_dir, self.log = config, Path(out_dir), log
@@ -71,42 +99,63 @@ class Trainer:
             torch.set_num_threads(tc.threads)
         seed_everything(tc.seed)
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        if fresh:
+            clear_run(self.out_dir)
+        resume_from = latest_sound_checkpoint(self.out_dir, log)
+        if resume_from is None and list_run_checkpoints(self.out_dir):
+            log(f"{self.out_dir}: no sound checkpoint left: starting over")
 
         dev_pairs = list(pair_reader(config, "dev")()) if config.data.dev else []  # a bad dev file fails first
         self.read_stats = ReadStats()
         self.open_train = pair_reader(config, "train", self.read_stats)
-        self.codec = TextCodec.build(config.data, pair_reader(config, "train"))
-        self.codec.save(self.out_dir)
+        if resume_from is not None:
+            check_same_run(config, self.out_dir)
+            self.codec = TextCodec.load(config.data, self.out_dir)
+        else:
+            self.codec = TextCodec.build(config.data, pair_reader(config, "train"))
+            self.codec.save(self.out_dir)
         config.save(self.out_dir / CONFIG_FILE)
         self.log(f"vocabulary: source {len(self.codec.src_vocab)}, target {len(self.codec.tgt_vocab)} "
                  f"({config.data.tokenizer} tokens)")
 
         self.model = build_model(config.model, len(self.codec.src_vocab), len(self.codec.tgt_vocab),
                                  self.codec.source_to_target_ids()).to(self.device)
+        self.precision = resolve_precision(tc.precision, self.device)
+        self.objective = TrainingObjective(self.model, tc.label_smoothing, config.model.coverage_weight,
+                                           self.precision)
         self.optimizer = make_optimizer(self.model, tc)
-        self.log(f"model: {config.model.arch} encoder-decoder, {count_parameters(self.model):,} parameters")
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
+        self.log(f"model: {config.model.arch} encoder-decoder, {count_parameters(self.model):,} parameters"
+                 f"{'' if self.precision == 'fp32' else f', {self.precision} mixed precision'}")
         self.dev_examples = list(self.codec.examples(dev_pairs, copy=config.model.copy))
         self.dev_references = [p.target for p in dev_pairs][: tc.dev_max_sentences]
         self.skips_reported = False
-        self.step, self.epoch = 0, 0
-        self.best: dict | None = None
+        self.step = 0
+        self.position = StreamPosition()
+        self.tracker = BestTracker(tc.eval_metric, tc.patience)
+        self.stopped_early = False
+        self.interrupted: int | None = None  # the signal that stopped the run
+        if resume_from is not None:
+            self.restore(resume_from)
+
+    @property
+    def epoch(self) -> int:
+        return self.position.epoch
+
+    @property
+    def best(self) -> dict | None:
+        return self.tracker.best
 
     # ---- data ---------------------------------------------------------------------------
-    def batches(self) -> Iterator[Batch]:
-        """Token batches forever, epoch after epoch, each epoch shuffled with its own seed."""
+    def batch_stream(self) -> BatchStream:
+        """Token batches forever, epoch after epoch, from the current position (see data/stream.py)."""
         tc = self.config.train
-        while True:
-            examples = self.codec.examples(self.open_train(), copy=self.config.model.copy)
-            count = 0
-            for group in token_batches(examples, tc.batch_tokens, pool_batches=tc.pool_batches,
-                                       seed=tc.seed + self.epoch):
-                count += 1
-                yield collate(group)
-            if count == 0:
-                raise ValueError(f"{self.config.data.train}: no training pairs")
-            if self.epoch == 0:
-                self.report_skips()
-            self.epoch += 1
+
+        def to_examples(pairs: Iterable[Pair], start: int):
+            return self.codec.examples(pairs, copy=self.config.model.copy, start=start)
+
+        return BatchStream(self.open_train, to_examples, tc.batch_tokens, pool_batches=tc.pool_batches,
+                           seed=tc.seed, position=self.position, on_epoch_end=lambda epoch: self.report_skips())
 
     def report_skips(self) -> None:
         """Say once how many pairs were dropped for an empty side (after the first epoch, or at the end)."""
@@ -122,42 +171,20 @@ class Trainer:
         tokens = sum(b.num_tgt_tokens for b in batches)
         self.optimizer.zero_grad(set_to_none=True)
         loss_sum = nll_sum = 0.0
-        bf16 = self.config.train.precision == "bf16"
         for batch in batches:
-            batch = batch.to(self.device)
-            loss, nll = self.batch_loss(batch, bf16)
-            (loss / tokens).backward()
+            loss, nll = self.objective(batch.to(self.device))
+            self.scaler.scale(loss / tokens).backward()
             loss_sum += float(loss.detach())
             nll_sum += float(nll.detach())
         if self.config.train.clip_norm > 0:
+            self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.train.clip_norm)
         self.step += 1
         lr = learning_rate(self.step, self.config.train)
         set_learning_rate(self.optimizer, lr)
-        self.optimizer.step()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
         return {"loss": loss_sum / tokens, "nll": nll_sum / tokens, "tokens": tokens, "lr": lr}
-
-    def batch_loss(self, batch: Batch, bf16: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        """Summed loss and NLL of a batch. A model whose output is a plain linear map + softmax
-        gets the fused projection-and-loss (the (N, V) logits never materialise); others (source
-        prior, copying) give their scores, and copy models are scored on the extended ids, plus
-        the weighted coverage loss."""
-        smoothing = self.config.train.label_smoothing
-        projection = self.model.output_projection()
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
-            if projection is not None:
-                features = self.model.features(batch.src, batch.src_mask, batch.src_lengths, batch.tgt_in,
-                                               batch.tgt_mask)  # (N, H)
-            else:
-                scores, auxiliary = self.model.training_scores(batch.src, batch.src_mask, batch.src_lengths,
-                                                               batch.tgt_in, batch.tgt_mask, batch.src_ext)
-        if projection is not None:
-            return linear_cross_entropy(features, projection.weight, projection.bias,
-                                        batch.tgt_out[batch.tgt_mask], smoothing)
-        loss, nll = label_smoothed_nll(scores, batch.gold, batch.tgt_mask, smoothing)
-        if auxiliary is not None:
-            loss = loss + self.config.model.coverage_weight * auxiliary.float()
-        return loss, nll
 
     # ---- evaluation ---------------------------------------------------------------------
     def validate(self) -> dict:
@@ -174,63 +201,135 @@ class Trainer:
             figures.update(dev_bleu=scores["bleu"], dev_chrf=scores["chrf"], dev_rougeL=scores["rougeL"])
         return figures
 
+    def evaluate_and_track(self, run_log: RunLog, bar: tqdm) -> dict:
+        """Score the dev set, log it, keep the weights when they are the best so far, count patience."""
+        dev = {"step": self.step, **self.validate()}
+        run_log.write(dev)
+        bar.write(" ".join(f"{k}={v}" for k, v in dev.items()), file=sys.stderr)
+        if self.tracker.update(dev):
+            save_best(self.out_dir, self.model, dev)
+        elif self.tracker.exhausted:
+            self.stopped_early = True
+            bar.write(f"early stop: no better {self.tracker.key} in {self.tracker.patience} evaluations "
+                      f"(best {self.best[self.tracker.key]} at step {self.best['step']})", file=sys.stderr)
+        return dev
+
     # ---- the loop -----------------------------------------------------------------------
     def fit(self) -> dict:
         tc = self.config.train
-        log_path = self.out_dir / LOG_FILE
-        data = self.batches()
+        stream = self.batch_stream()
         bar = tqdm(total=tc.steps, initial=self.step, disable=not tc.progress, file=sys.stderr,
                    dynamic_ncols=True, unit="step", desc="train")
-        window = {"loss": 0.0, "nll": 0.0, "tokens": 0, "steps": 0, "start": time.perf_counter()}
+        window = {"loss": 0.0, "nll": 0.0, "tokens": 0, "start": time.perf_counter()}
         last: dict = {}
-        with open(log_path, "a", encoding="utf-8") as log_file:
-            while self.step < tc.steps:
-                figures = self.train_step([next(data) for _ in range(tc.accumulate)])
+        tensorboard = self.out_dir / TENSORBOARD_DIR if tc.tensorboard else None
+        with RunLog(self.out_dir / LOG_FILE, tensorboard) as run_log, StopRequests(self.log) as stops:
+            while self.step < tc.steps and not self.stopped_early:
+                figures = self.train_step([next(stream) for _ in range(tc.accumulate)])
                 bar.update(1)
                 for key in ("loss", "nll", "tokens"):
                     window[key] += figures[key] * (figures["tokens"] if key != "tokens" else 1)
-                window["steps"] += 1
                 if self.step % tc.log_every == 0 or self.step == tc.steps:
-                    elapsed = time.perf_counter() - window["start"]
-                    loss = window["loss"] / window["tokens"]
-                    last = {"step": self.step, "epoch": self.epoch, "loss": round(loss, 4),
-                            "ppl": round(math.exp(min(window["nll"] / window["tokens"], 700)), 3),
-                            "lr": figures["lr"], "tgt_tok_per_s": round(window["tokens"] / elapsed, 1),
-                            "tgt_tokens": window["tokens"], "seconds": round(elapsed, 4)}
-                    bar.set_postfix(loss=f"{loss:.3f}", lr=f"{figures['lr']:.2e}", tok_s=f"{last['tgt_tok_per_s']:.0f}")
-                    self._write_log(log_file, last)
-                    window = {"loss": 0.0, "nll": 0.0, "tokens": 0, "steps": 0, "start": time.perf_counter()}
+                    last = self.window_figures(window, figures["lr"])
+                    bar.set_postfix(loss=f"{last['loss']:.3f}", lr=f"{figures['lr']:.2e}",
+                                    tok_s=f"{last['tgt_tok_per_s']:.0f}")
+                    run_log.write(last)
+                    window = {"loss": 0.0, "nll": 0.0, "tokens": 0, "start": time.perf_counter()}
                 if self.dev_examples and tc.eval_every and (self.step % tc.eval_every == 0 or self.step == tc.steps):
-                    dev = {"step": self.step, **self.validate()}
-                    self._write_log(log_file, dev)
-                    bar.write(" ".join(f"{k}={v}" for k, v in dev.items()), file=sys.stderr)
-                    last.update(dev)
-                    if self.best is None or dev["dev_loss"] < self.best["dev_loss"]:
-                        self.best = dev
+                    last.update(self.evaluate_and_track(run_log, bar))
                     window["start"] = time.perf_counter()  # evaluation time is not training time
-                if (tc.save_every and self.step % tc.save_every == 0) or self.step == tc.steps:
+                if ((tc.save_every and self.step % tc.save_every == 0) or self.step == tc.steps
+                        or self.stopped_early or stops.signal_number is not None):
                     self.save()
                     window["start"] = time.perf_counter()
+                if stops.signal_number is not None:
+                    self.interrupted = stops.signal_number
+                    break
         bar.close()
         self.report_skips()
+        if self.interrupted is None:
+            self.write_final_weights()
         return last
 
+    def window_figures(self, window: dict, lr: float) -> dict:
+        elapsed = time.perf_counter() - window["start"]
+        loss = window["loss"] / window["tokens"]
+        return {"step": self.step, "epoch": self.epoch, "loss": round(loss, 4),
+                "ppl": round(math.exp(min(window["nll"] / window["tokens"], 700)), 3),
+                "lr": lr, "tgt_tok_per_s": round(window["tokens"] / elapsed, 1),
+                "tgt_tokens": window["tokens"], "seconds": round(elapsed, 4)}
+
+    # ---- saving and resuming ------------------------------------------------------------
     def save(self) -> None:
         """The model folder's weights (loadable at once) and a resumable checkpoint."""
         save_weights(self.model, self.out_dir / WEIGHTS_FILE)
-        save_checkpoint(self.out_dir, self.step, self.model, self.optimizer,
-                        {"epoch": self.epoch, "best": self.best}, self.config.train.keep_checkpoints)
+        state = {"epoch": self.epoch, "position": self.position.to_dict(), "tracker": self.tracker.state(),
+                 "best": self.best, "scaler": self.scaler.state_dict(), "precision": self.precision}
+        save_checkpoint(self.out_dir, self.step, self.model, self.optimizer, state,
+                        self.config.train.keep_checkpoints, rng=capture_rng())
 
-    @staticmethod
-    def _write_log(handle, record: dict) -> None:
-        handle.write(json.dumps(record) + "\n")
-        handle.flush()
+    def restore(self, path: Path) -> None:
+        """Continue from a checkpoint: weights, optimizer, scaler, generators, data position, best so far."""
+        state = load_checkpoint(path, self.model, self.optimizer, self.device)
+        self.step = int(state["step"])
+        self.position = StreamPosition.from_dict(state["position"])
+        self.tracker = BestTracker(self.config.train.eval_metric, self.config.train.patience, state["tracker"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        restore_rng(state["rng_tensors"], state["rng"])
+        truncate_log(self.out_dir / LOG_FILE, self.step)
+        self.log(f"resuming from {path} (step {self.step}, epoch {self.epoch})")
+
+    def write_final_weights(self) -> None:
+        """model.safetensors: the best dev weights (train.final_weights: best) or the last ones."""
+        best = self.out_dir / CHECKPOINT_DIR / BEST_DIR / WEIGHTS_FILE
+        if self.config.train.final_weights == "best" and self.best is not None and best.is_file():
+            tmp = self.out_dir / (WEIGHTS_FILE + ".tmp")
+            shutil.copyfile(best, tmp)
+            os.replace(tmp, self.out_dir / WEIGHTS_FILE)
+            self.log(f"{WEIGHTS_FILE}: the best dev weights (step {self.best['step']}, "
+                     f"{self.tracker.key} {self.best[self.tracker.key]})")
+        else:
+            save_weights(self.model, self.out_dir / WEIGHTS_FILE)
 
 
-def train(config: Config, out_dir: str | Path | None = None, *, device: str = "auto", log=print) -> Path:
-    """`transduce.train(config[, "runs/x"])`: train and return the model folder
-    (by default a new folder runs/YYYYmmdd-HHMMSS)."""
+def list_run_checkpoints(out_dir: Path) -> list[Path]:
+    root = out_dir / CHECKPOINT_DIR
+    return [p for p in root.iterdir() if p.name.startswith("step-")] if root.is_dir() else []
+
+
+def clear_run(out_dir: Path) -> None:
+    """--fresh: forget the checkpoints, log and events of an earlier run in the same folder."""
+    shutil.rmtree(out_dir / CHECKPOINT_DIR, ignore_errors=True)
+    shutil.rmtree(out_dir / TENSORBOARD_DIR, ignore_errors=True)
+    (out_dir / LOG_FILE).unlink(missing_ok=True)
+
+
+def check_same_run(config: Config, out_dir: Path) -> None:
+    """A run folder resumes only under the data and model settings it was started with."""
+    try:
+        saved = json.loads((out_dir / CONFIG_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{out_dir / CONFIG_FILE}: cannot read the run's config to resume it ({exc}); "
+                          "use --fresh to start over") from exc
+    current = config.to_dict()
+    for section in ("data", "model"):
+        for key, value in current[section].items():
+            before = saved.get(section, {}).get(key)
+            if _jsonish(before) != _jsonish(value):
+                raise ConfigError(f"{out_dir}: holds a run with {section}.{key}={before!r}, not {value!r}; "
+                                  "use --fresh to start over or another --out")
+
+
+def _jsonish(value):
+    return json.loads(json.dumps(value))
+
+
+def train(config: Config, out_dir: str | Path | None = None, *, device: str = "auto", log=print,
+          fresh: bool = False) -> Path:
+    """`transduce.train(config[, "runs/x"])`: train (resuming a run already in the folder unless
+    `fresh`) and return the model folder (by default a new folder runs/YYYYmmdd-HHMMSS)."""
     out_dir = Path(out_dir) if out_dir is not None else Path("runs") / time.strftime("%Y%m%d-%H%M%S")
-    trainer = Trainer(config, out_dir, device=device, log=log)
+    trainer = Trainer(config, out_dir, device=device, log=log, fresh=fresh)
     trainer.fit()
     return Path(out_dir)
