@@ -122,14 +122,15 @@ def cmd_train(args) -> int:
     trainer = Trainer(config, args.out, device=args.device, log=lambda m: print(m, file=sys.stderr),
                       fresh=args.fresh)
     if trainer.step >= config.train.steps:
-        print(f"{args.out}: already trained for {trainer.step} updates (train.steps={config.train.steps}); "
-              "raise --steps to go on, or --fresh to start over", file=sys.stderr)
+        trainer.log(f"{args.out}: already trained for {trainer.step} updates (train.steps={config.train.steps}); "
+                    "raise --steps to go on, or --fresh to start over")
         return 0
     trainer.fit()
+    say = trainer.log  # silent in all but the first process of a data-parallel run
     if trainer.interrupted is not None:
-        print(f"stopped at update {trainer.step}; the same command resumes from {args.out}", file=sys.stderr)
+        say(f"stopped at update {trainer.step}; the same command resumes from {args.out}")
         return 128 + trainer.interrupted
-    print(f"model saved in {args.out}", file=sys.stderr)
+    say(f"model saved in {args.out}")
     return 0
 
 

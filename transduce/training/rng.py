@@ -40,3 +40,14 @@ def restore_rng(tensors: dict[str, torch.Tensor], meta: dict) -> None:
 
 def _device_index(key: str) -> int:
     return int(key.rsplit("_", 1)[1]) if key.startswith("torch_cuda_") else -1
+
+
+def pack_ranks(states: list[tuple[dict[str, torch.Tensor], dict]]) -> tuple[dict[str, torch.Tensor], dict]:
+    """Every process's generator states in one (tensors, json) pair: tensors keyed "rank{r}.{name}"."""
+    tensors = {f"rank{r}.{name}": t for r, (parts, _) in enumerate(states) for name, t in parts.items()}
+    return tensors, {"ranks": [meta for _, meta in states]}
+
+
+def unpack_rank(tensors: dict[str, torch.Tensor], meta: dict, rank: int) -> tuple[dict[str, torch.Tensor], dict]:
+    prefix = f"rank{rank}."
+    return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}, meta["ranks"][rank]

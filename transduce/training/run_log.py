@@ -15,11 +15,12 @@ NOT_SCALARS = ("step", "epoch")
 class RunLog:
     """Appends records; a record's numeric fields other than step/epoch become scalars at its step."""
 
-    def __init__(self, path: str | Path, tensorboard_dir: str | Path | None = None):
-        self.path = Path(path)
-        self.handle = open(self.path, "a", encoding="utf-8")
+    def __init__(self, path: str | Path, tensorboard_dir: str | Path | None = None, enabled: bool = True):
+        """`enabled=False` (the other processes of a data-parallel run) writes nothing."""
+        self.path, self.enabled = Path(path), enabled
+        self.handle = open(self.path, "a", encoding="utf-8") if enabled else None
         self.writer = None
-        if tensorboard_dir is not None:
+        if tensorboard_dir is not None and enabled:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError as exc:  # torch's writer needs the tensorboard package
@@ -28,6 +29,8 @@ class RunLog:
             self.writer = SummaryWriter(str(tensorboard_dir))
 
     def write(self, record: dict) -> None:
+        if not self.enabled:
+            return
         self.handle.write(json.dumps(record) + "\n")
         self.handle.flush()
         if self.writer is not None:
@@ -37,7 +40,8 @@ class RunLog:
             self.writer.flush()
 
     def close(self) -> None:
-        self.handle.close()
+        if self.handle is not None:
+            self.handle.close()
         if self.writer is not None:
             self.writer.close()
 

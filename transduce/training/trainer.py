@@ -15,8 +15,10 @@ import math
 import os
 import random
 import shutil
+import signal
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -36,6 +38,14 @@ from transduce.evaluation.reference_scoring import reference_nll
 from transduce.evaluation.report import score_outputs
 from transduce.inference import pick_device
 from transduce.models.builder import build_model, count_parameters
+from transduce.training.distributed import (
+    barrier,
+    from_main,
+    gather_to_main,
+    join_world,
+    leave_world,
+    sum_over_ranks,
+)
 from transduce.training.checkpoint import (
     BEST_DIR,
     CHECKPOINT_DIR,
@@ -49,7 +59,7 @@ from transduce.training.early_stopping import BestTracker
 from transduce.training.interrupt import StopRequests
 from transduce.training.objective import TrainingObjective
 from transduce.training.optim import learning_rate, make_optimizer, set_learning_rate
-from transduce.training.rng import capture_rng, restore_rng
+from transduce.training.rng import capture_rng, pack_ranks, restore_rng, unpack_rank
 from transduce.training.run_log import TENSORBOARD_DIR, RunLog, truncate_log
 
 
@@ -89,8 +99,9 @@ class Trainer:
                  fresh: bool = False):
         if not config.data.train:
             raise ConfigError("no training data: give --train FILE or data.train in the config")
-        self.config, self.out_dir, self.log = config, Path(out_dir), log
-        self.device = pick_device(device)
+        self.config, self.out_dir = config, Path(out_dir)
+        self.world, self.device = join_world(pick_device(device))
+        self.log = log if self.world.is_main else _silent  # one voice for a data-parallel run
         tc = config.train
         # oneDNN keeps compiled kernels for every batch shape it meets (1,024 by default, each with
         # its own buffers): with bucketed batches that is hundreds of MiB for a few percent of speed
@@ -98,12 +109,14 @@ class Trainer:
         if tc.threads:
             torch.set_num_threads(tc.threads)
         seed_everything(tc.seed)
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        if fresh:
-            clear_run(self.out_dir)
-        resume_from = latest_sound_checkpoint(self.out_dir, log)
+        if self.world.is_main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            if fresh:
+                clear_run(self.out_dir)
+        barrier(self.world)
+        resume_from = latest_sound_checkpoint(self.out_dir, self.log)
         if resume_from is None and list_run_checkpoints(self.out_dir):
-            log(f"{self.out_dir}: no sound checkpoint left: starting over")
+            self.log(f"{self.out_dir}: no sound checkpoint left: starting over")
 
         dev_pairs = list(pair_reader(config, "dev")()) if config.data.dev else []  # a bad dev file fails first
         self.read_stats = ReadStats()
@@ -111,10 +124,14 @@ class Trainer:
         if resume_from is not None:
             check_same_run(config, self.out_dir)
             self.codec = TextCodec.load(config.data, self.out_dir)
-        else:
+        elif self.world.is_main:  # the other processes load what the first one built
             self.codec = TextCodec.build(config.data, pair_reader(config, "train"))
             self.codec.save(self.out_dir)
-        config.save(self.out_dir / CONFIG_FILE)
+        barrier(self.world)
+        if resume_from is None and not self.world.is_main:
+            self.codec = TextCodec.load(config.data, self.out_dir)
+        if self.world.is_main:
+            config.save(self.out_dir / CONFIG_FILE)
         self.log(f"vocabulary: source {len(self.codec.src_vocab)}, target {len(self.codec.tgt_vocab)} "
                  f"({config.data.tokenizer} tokens)")
 
@@ -123,10 +140,16 @@ class Trainer:
         self.precision = resolve_precision(tc.precision, self.device)
         self.objective = TrainingObjective(self.model, tc.label_smoothing, config.model.coverage_weight,
                                            self.precision)
+        self.trainable = self.objective
+        if self.world.active:  # same initial weights everywhere (DDP broadcasts rank 0's), own dropout draws
+            torch.manual_seed(tc.seed + 1000003 * self.world.rank)
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.trainable = torch.nn.parallel.DistributedDataParallel(self.objective, device_ids=ids)
         self.optimizer = make_optimizer(self.model, tc)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         self.log(f"model: {config.model.arch} encoder-decoder, {count_parameters(self.model):,} parameters"
-                 f"{'' if self.precision == 'fp32' else f', {self.precision} mixed precision'}")
+                 f"{'' if self.precision == 'fp32' else f', {self.precision} mixed precision'}"
+                 f"{f', {self.world.size} processes' if self.world.active else ''}")
         self.dev_examples = list(self.codec.examples(dev_pairs, copy=config.model.copy))
         self.dev_references = [p.target for p in dev_pairs][: tc.dev_max_sentences]
         self.skips_reported = False
@@ -155,7 +178,8 @@ class Trainer:
             return self.codec.examples(pairs, copy=self.config.model.copy, start=start)
 
         return BatchStream(self.open_train, to_examples, tc.batch_tokens, pool_batches=tc.pool_batches,
-                           seed=tc.seed, position=self.position, on_epoch_end=lambda epoch: self.report_skips())
+                           seed=tc.seed, position=self.position, rank=self.world.rank, world_size=self.world.size,
+                           on_epoch_end=lambda epoch: self.report_skips())
 
     def report_skips(self) -> None:
         """Say once how many pairs were dropped for an empty side (after the first epoch, or at the end)."""
@@ -166,16 +190,24 @@ class Trainer:
 
     # ---- one update ---------------------------------------------------------------------
     def train_step(self, batches: list[Batch]) -> dict:
-        """One optimizer update over `batches` (gradient accumulation); returns its figures."""
+        """One optimizer update over `batches` (gradient accumulation; with several processes, over
+        every process's batches: gradients are summed by DDP); returns its figures."""
         self.model.train()
         tokens = sum(b.num_tgt_tokens for b in batches)
+        if self.world.active:  # DDP averages over processes: scale so the result is sum / all tokens
+            (tokens,) = sum_over_ranks([tokens], self.world, self.device)
+        scale = self.world.size / tokens
         self.optimizer.zero_grad(set_to_none=True)
         loss_sum = nll_sum = 0.0
-        for batch in batches:
-            loss, nll = self.objective(batch.to(self.device))
-            self.scaler.scale(loss / tokens).backward()
+        for index, batch in enumerate(batches):
+            last = index == len(batches) - 1
+            with nullcontext() if last or not self.world.active else self.trainable.no_sync():
+                loss, nll = self.trainable(batch.to(self.device))
+                self.scaler.scale(loss * scale).backward()
             loss_sum += float(loss.detach())
             nll_sum += float(nll.detach())
+        if self.world.active:
+            loss_sum, nll_sum = sum_over_ranks([loss_sum, nll_sum], self.world, self.device)
         if self.config.train.clip_norm > 0:
             self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.train.clip_norm)
@@ -184,21 +216,25 @@ class Trainer:
         set_learning_rate(self.optimizer, lr)
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        return {"loss": loss_sum / tokens, "nll": nll_sum / tokens, "tokens": tokens, "lr": lr}
+        return {"loss": loss_sum / tokens, "nll": nll_sum / tokens, "tokens": int(tokens), "lr": lr}
 
     # ---- evaluation ---------------------------------------------------------------------
     def validate(self) -> dict:
         """Dev loss and perplexity (teacher forced), and BLEU/chrF/ROUGE-L of greedy outputs."""
         tc = self.config.train
-        nll, tokens = reference_nll(self.model, self.dev_examples, tc.batch_tokens * 2, self.device)
-        figures = {"dev_loss": round(nll / max(tokens, 1), 4), "dev_ppl": round(perplexity(nll, tokens), 3)}
-        if tc.dev_bleu:
-            subset = self.dev_examples[: tc.dev_max_sentences]
-            decode_cfg = self.config.decode.__class__(**{**vars(self.config.decode), "beam": 1})
-            hyps = decode_examples(self.model, subset, decode_cfg, device=self.device)
-            outputs = [self.codec.decode_target(h[0].tokens, ex.oov) for h, ex in zip(hyps, subset)]
-            scores = score_outputs(outputs, self.dev_references)
-            figures.update(dev_bleu=scores["bleu"], dev_chrf=scores["chrf"], dev_rougeL=scores["rougeL"])
+        with tqdm(total=2 if tc.dev_bleu else 1, disable=not tc.progress, file=sys.stderr, leave=False,
+                  desc="dev", unit="pass", dynamic_ncols=True) as bar:
+            nll, tokens = reference_nll(self.model, self.dev_examples, tc.batch_tokens * 2, self.device)
+            bar.update(1)
+            figures = {"dev_loss": round(nll / max(tokens, 1), 4), "dev_ppl": round(perplexity(nll, tokens), 3)}
+            if tc.dev_bleu:
+                subset = self.dev_examples[: tc.dev_max_sentences]
+                decode_cfg = self.config.decode.__class__(**{**vars(self.config.decode), "beam": 1})
+                hyps = decode_examples(self.model, subset, decode_cfg, device=self.device)
+                outputs = [self.codec.decode_target(h[0].tokens, ex.oov) for h, ex in zip(hyps, subset)]
+                scores = score_outputs(outputs, self.dev_references)
+                figures.update(dev_bleu=scores["bleu"], dev_chrf=scores["chrf"], dev_rougeL=scores["rougeL"])
+                bar.update(1)
         return figures
 
     def evaluate_and_track(self, run_log: RunLog, bar: tqdm) -> dict:
@@ -218,12 +254,13 @@ class Trainer:
     def fit(self) -> dict:
         tc = self.config.train
         stream = self.batch_stream()
-        bar = tqdm(total=tc.steps, initial=self.step, disable=not tc.progress, file=sys.stderr,
+        bar = tqdm(total=tc.steps, initial=self.step, disable=not (tc.progress and self.world.is_main), file=sys.stderr,
                    dynamic_ncols=True, unit="step", desc="train")
         window = {"loss": 0.0, "nll": 0.0, "tokens": 0, "start": time.perf_counter()}
         last: dict = {}
         tensorboard = self.out_dir / TENSORBOARD_DIR if tc.tensorboard else None
-        with RunLog(self.out_dir / LOG_FILE, tensorboard) as run_log, StopRequests(self.log) as stops:
+        with RunLog(self.out_dir / LOG_FILE, tensorboard, enabled=self.world.is_main) as run_log, \
+                StopRequests(self.log) as stops:
             while self.step < tc.steps and not self.stopped_early:
                 figures = self.train_step([next(stream) for _ in range(tc.accumulate)])
                 bar.update(1)
@@ -236,20 +273,34 @@ class Trainer:
                     run_log.write(last)
                     window = {"loss": 0.0, "nll": 0.0, "tokens": 0, "start": time.perf_counter()}
                 if self.dev_examples and tc.eval_every and (self.step % tc.eval_every == 0 or self.step == tc.steps):
-                    last.update(self.evaluate_and_track(run_log, bar))
+                    if self.world.is_main:  # the others wait for its verdict on early stopping
+                        last.update(self.evaluate_and_track(run_log, bar))
+                    self.stopped_early = from_main(self.stopped_early, self.world)
                     window["start"] = time.perf_counter()  # evaluation time is not training time
+                signal_number = self.agreed_signal(stops.signal_number)
                 if ((tc.save_every and self.step % tc.save_every == 0) or self.step == tc.steps
-                        or self.stopped_early or stops.signal_number is not None):
+                        or self.stopped_early or signal_number is not None):
                     self.save()
                     window["start"] = time.perf_counter()
-                if stops.signal_number is not None:
-                    self.interrupted = stops.signal_number
+                if signal_number is not None:
+                    self.interrupted = signal_number
                     break
         bar.close()
         self.report_skips()
-        if self.interrupted is None:
+        if self.interrupted is None and self.world.is_main:
             self.write_final_weights()
+        barrier(self.world)
+        if self.world.active:
+            self.trainable = self.objective  # DDP's reducer goes before the process group it uses
+            leave_world(self.world)
         return last
+
+    def agreed_signal(self, own: int | None) -> int | None:
+        """A stop request seen by any process stops them all after the same update."""
+        if not self.world.active:
+            return own
+        (seen,) = sum_over_ranks([1.0 if own else 0.0], self.world, self.device)
+        return own or (int(signal.SIGTERM) if seen else None)
 
     def window_figures(self, window: dict, lr: float) -> dict:
         elapsed = time.perf_counter() - window["start"]
@@ -261,12 +312,17 @@ class Trainer:
 
     # ---- saving and resuming ------------------------------------------------------------
     def save(self) -> None:
-        """The model folder's weights (loadable at once) and a resumable checkpoint."""
+        """The model folder's weights (loadable at once) and a resumable checkpoint, written by the
+        first process with every process's generator states."""
+        states = gather_to_main(capture_rng(), self.world)
+        if not self.world.is_main:
+            return
         save_weights(self.model, self.out_dir / WEIGHTS_FILE)
         state = {"epoch": self.epoch, "position": self.position.to_dict(), "tracker": self.tracker.state(),
-                 "best": self.best, "scaler": self.scaler.state_dict(), "precision": self.precision}
+                 "best": self.best, "scaler": self.scaler.state_dict(), "precision": self.precision,
+                 "processes": self.world.size}
         save_checkpoint(self.out_dir, self.step, self.model, self.optimizer, state,
-                        self.config.train.keep_checkpoints, rng=capture_rng())
+                        self.config.train.keep_checkpoints, rng=pack_ranks(states))
 
     def restore(self, path: Path) -> None:
         """Continue from a checkpoint: weights, optimizer, scaler, generators, data position, best so far."""
@@ -276,8 +332,14 @@ class Trainer:
         self.tracker = BestTracker(self.config.train.eval_metric, self.config.train.patience, state["tracker"])
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
-        restore_rng(state["rng_tensors"], state["rng"])
-        truncate_log(self.out_dir / LOG_FILE, self.step)
+        if len(state["rng"]["ranks"]) == self.world.size:
+            restore_rng(*unpack_rank(state["rng_tensors"], state["rng"], self.world.rank))
+        else:  # another number of processes: the data position is exact, the dropout draws are new
+            torch.manual_seed(self.config.train.seed + 1000003 * self.world.rank + self.step)
+            self.log(f"resuming on {self.world.size} processes a run saved by {len(state['rng']['ranks'])}: "
+                     "same data position, new dropout draws")
+        if self.world.is_main:
+            truncate_log(self.out_dir / LOG_FILE, self.step)
         self.log(f"resuming from {path} (step {self.step}, epoch {self.epoch})")
 
     def write_final_weights(self) -> None:
@@ -291,6 +353,10 @@ class Trainer:
                      f"{self.tracker.key} {self.best[self.tracker.key]})")
         else:
             save_weights(self.model, self.out_dir / WEIGHTS_FILE)
+
+
+def _silent(message: str) -> None:
+    """The log of the processes other than the first in a data-parallel run."""
 
 
 def list_run_checkpoints(out_dir: Path) -> list[Path]:
