@@ -10,7 +10,7 @@ import torch
 
 import transduce
 from transduce.assets import default_data_dir
-from transduce.config import Config, DecodeConfig
+from transduce.config import Config, ConfigError, DecodeConfig
 from transduce.constants import CONFIG_FILE, LOG_FILE, SRC_VOCAB_FILE, TGT_VOCAB_FILE, WEIGHTS_FILE
 from transduce.data.batching import Example
 from transduce.data.readers import read_pairs
@@ -175,6 +175,32 @@ def test_bf16_mixed_precision_trains_and_bf16_weights_decode(tmp_path):
     assert next(translator.model.parameters()).dtype == torch.bfloat16
     outputs = translator.translate(["一种基于深度学习的方法", "网络"], beam=2)
     assert len(outputs) == 2 and all(isinstance(o, str) for o in outputs)
+
+
+def test_fp16_trains_a_transformer_with_a_gradient_scaler_and_is_refused_for_cpu_lstms(tmp_path):
+    """fp16 (for GPUs without bfloat16) runs the loss through a gradient scaler whose state is
+    checkpointed; on a CPU it works for Transformers, and LSTMs say why they cannot."""
+    _write_csl_subset(tmp_path / "train.tsv", count=200)
+    tree = {
+        "data": {"train": str(tmp_path / "train.tsv"), "tokenizer": "char", "shared_vocab": True},
+        "model": {"arch": "transformer", "embed_dim": 32, "hidden": 32, "heads": 4, "ff_size": 64,
+                  "encoder_layers": 1, "decoder_layers": 1, "dropout": 0.0, "share_embeddings": True},
+        "train": {"steps": 30, "batch_tokens": 800, "lr": 3e-3, "warmup": 5, "log_every": 5, "eval_every": 0,
+                  "save_every": 30, "threads": 1, "progress": False, "precision": "fp16"},
+    }
+    trainer = Trainer(Config.from_dict(tree), tmp_path / "fp16", device="cpu", log=lambda m: None)
+    assert trainer.precision == "fp16" and trainer.scaler.is_enabled()
+    trainer.fit()
+    losses = _losses(tmp_path / "fp16")
+    assert losses[-1][1] < losses[0][1] - 0.3, losses
+    state = json.loads((list_checkpoints(tmp_path / "fp16")[-1] / "trainer_state.json").read_text())
+    assert state["precision"] == "fp16" and state["scaler"]["scale"] > 0
+
+    tree["model"] = {"arch": "lstm", "embed_dim": 32, "hidden": 32}
+    with pytest.raises(ConfigError, match="fp16 is for GPUs"):
+        Trainer(Config.from_dict(tree), tmp_path / "lstm", device="cpu", log=lambda m: None)
+    tree["train"]["precision"] = "auto"
+    assert Trainer(Config.from_dict(tree), tmp_path / "auto", device="cpu", log=lambda m: None).precision == "fp32"
 
 
 @pytest.mark.parametrize("model", [

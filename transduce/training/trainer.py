@@ -82,8 +82,11 @@ def pair_reader(cfg: Config, split: str, stats: ReadStats | None = None) -> Call
     return open_pairs
 
 
-def resolve_precision(precision: str, device: torch.device) -> str:
+def resolve_precision(precision: str, device: torch.device, arch: str) -> str:
     """auto: bfloat16 mixed precision on a GPU that supports it, float32 elsewhere."""
+    if precision == "fp16" and device.type == "cpu" and arch != "transformer":
+        raise ConfigError("train.precision: fp16 is for GPUs without bfloat16; the CPU's LSTM/GRU kernels "
+                          "have no float16 (use bf16 or fp32)")
     if precision != "auto":
         return precision
     if device.type == "cuda" and torch.cuda.is_bf16_supported():
@@ -137,7 +140,7 @@ class Trainer:
 
         self.model = build_model(config.model, len(self.codec.src_vocab), len(self.codec.tgt_vocab),
                                  self.codec.source_to_target_ids()).to(self.device)
-        self.precision = resolve_precision(tc.precision, self.device)
+        self.precision = resolve_precision(tc.precision, self.device, config.model.arch)
         self.objective = TrainingObjective(self.model, tc.label_smoothing, config.model.coverage_weight,
                                            self.precision)
         self.trainable = self.objective
