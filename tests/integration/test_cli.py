@@ -363,3 +363,39 @@ def test_plot_draws_the_run_and_names_a_missing_log(trained, tmp_path):
     assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
     proc = run("plot", tmp_path)
     assert proc.returncode == 2 and proc.err.strip() == f"transduce: error: {tmp_path}: no log.jsonl (not a training run folder)"
+
+
+def test_average_the_last_checkpoints_and_translate_with_them(trained, tmp_path):
+    from safetensors.numpy import load_file
+
+    root, _, _ = trained  # its run keeps a single checkpoint (the last step): train one that saves often
+    run_dir = tmp_path / "run"
+    proc = run("train", "--train", root / "train.tsv", "--out", run_dir, "--steps", 6, "--save-every", 2,
+               *SMALL, "--quiet")
+    assert proc.returncode == 0, proc.err
+    kept = sorted(p.name for p in (run_dir / "checkpoints").iterdir() if p.name.startswith("step-"))
+    assert kept == ["step-0000002", "step-0000004", "step-0000006"]
+
+    avg = tmp_path / "averaged"
+    proc = run("average", run_dir, "--last", 2, "--out", avg)
+    assert proc.returncode == 0, proc.err
+    assert proc.out == ""
+    assert "averaged 2 checkpoints (step-0000004, step-0000006)" in proc.err
+    for name in ("model.safetensors", "config.json", "src_vocab.json", "tgt_vocab.json"):
+        assert (avg / name).is_file(), name
+    a, b = (load_file(str(run_dir / "checkpoints" / name / "model.safetensors")) for name in kept[1:])
+    mean = load_file(str(avg / "model.safetensors"))
+    assert set(mean) == set(a)
+    assert any((a[key] != b[key]).any() for key in a)
+    for key in a:
+        assert (mean[key] == ((a[key].astype("float64") + b[key]) / 2).astype(a[key].dtype)).all(), key
+
+    lines = ["a b c", "f e d", "b"]
+    proc = run("translate", "--model", avg, "--beam", 2, "--max-length", 12, stdin="\n".join(lines) + "\n")
+    assert proc.returncode == 0, proc.err
+    assert len(proc.out.split("\n")) - 1 == len(lines)
+    assert "Traceback" not in proc.err
+
+    proc = run("average", run_dir, "--last", 4, "--out", tmp_path / "too-many")
+    _assert_one_line_error(proc, str(run_dir), "only 3 kept")
+    assert not (tmp_path / "too-many").exists()

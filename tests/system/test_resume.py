@@ -114,6 +114,7 @@ def test_a_damaged_newest_checkpoint_is_passed_over_with_a_message(data, tmp_pat
     assert f"{newest} is damaged (model.safetensors fails its checksum)" in proc.stderr
     assert "resuming from" in proc.stderr and "step-0000004 (step 4," in proc.stderr
     assert [p.name for p in list_checkpoints(out)] == ["step-0000008", "step-0000012"]
+    assert (out / "checkpoints" / "damaged-step-0000008").is_dir()  # set aside, not deleted
     assert all(damage(p) is None for p in list_checkpoints(out))
 
 

@@ -112,7 +112,8 @@ def save_checkpoint(
         (folder / TRAINER_STATE_FILE).write_text(json.dumps(state), encoding="utf-8")
 
     final = _write_folder(root, f"step-{step:07d}", write)
-    for old in list_checkpoints(run_dir)[:-keep]:
+    others = [p for p in list_checkpoints(run_dir) if p != final]  # the one just written always stays
+    for old in others[: max(len(others) - (keep - 1), 0)]:
         shutil.rmtree(old, ignore_errors=True)
     return final
 
@@ -191,13 +192,18 @@ def list_checkpoints(run_dir: str | Path) -> list[Path]:
     return sorted(found, key=lambda p: int(p.name.split("-")[1]))
 
 
-def latest_sound_checkpoint(run_dir: str | Path, log: Callable[[str], None] = print) -> Path | None:
-    """The newest checkpoint that passes its checksums, saying which newer ones were passed over."""
+def latest_sound_checkpoint(run_dir: str | Path, log: Callable[[str], None] = print,
+                            set_aside: bool = False) -> Path | None:
+    """The newest checkpoint that passes its checksums, saying which newer ones were passed over.
+    With `set_aside`, those are renamed `damaged-step-N` (kept for inspection, no longer step
+    checkpoints: neither resumed from nor counted when old checkpoints are pruned)."""
     for path in reversed(list_checkpoints(run_dir)):
         problem = damage(path)
         if problem is None:
             return path
         log(f"{path} is damaged ({problem}): trying the checkpoint before it")
+        if set_aside:
+            os.replace(path, path.with_name(f"damaged-{path.name}"))
     return None
 
 
@@ -237,5 +243,9 @@ def average_weights(paths: list[Path], out_file: str | Path) -> None:
     tensors = {k: (v / len(paths)).to(dtypes[k]).contiguous() for k, v in total.items()}
     out_file = Path(out_file)
     tmp = out_file.with_name(out_file.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=metadata)
-    os.replace(tmp, out_file)
+    try:
+        save_file(tensors, str(tmp), metadata=metadata)
+        os.replace(tmp, out_file)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise CheckpointError(f"cannot write {out_file}: {exc.strerror or exc}") from exc

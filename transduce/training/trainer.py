@@ -112,14 +112,15 @@ class Trainer:
         if tc.threads:
             torch.set_num_threads(tc.threads)
         seed_everything(tc.seed)
+        resume_from = None
         if self.world.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             if fresh:
                 clear_run(self.out_dir)
+            resume_from = latest_sound_checkpoint(self.out_dir, self.log, set_aside=True)
         barrier(self.world)
-        resume_from = latest_sound_checkpoint(self.out_dir, self.log)
-        if resume_from is None and list_run_checkpoints(self.out_dir):
-            self.log(f"{self.out_dir}: no sound checkpoint left: starting over")
+        if not self.world.is_main:  # after the first process has set damaged checkpoints aside
+            resume_from = latest_sound_checkpoint(self.out_dir, _silent)
 
         dev_pairs = list(pair_reader(config, "dev")()) if config.data.dev else []  # a bad dev file fails first
         self.read_stats = ReadStats()
@@ -360,11 +361,6 @@ class Trainer:
 
 def _silent(message: str) -> None:
     """The log of the processes other than the first in a data-parallel run."""
-
-
-def list_run_checkpoints(out_dir: Path) -> list[Path]:
-    root = out_dir / CHECKPOINT_DIR
-    return [p for p in root.iterdir() if p.name.startswith("step-")] if root.is_dir() else []
 
 
 def clear_run(out_dir: Path) -> None:
