@@ -1,5 +1,5 @@
 """The `transduce` command: the only module that reads argv.
-Subcommands: train, translate, evaluate, average, plot, demo.
+Subcommands: train, translate, evaluate, serve, average, plot, demo.
 
 A problem with the user's input (data, config, model folder) is printed as one line,
 `transduce: error: <file:line: problem>`, and exits with status 2, without a traceback.
@@ -92,6 +92,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-target", help="target file when --data is a source file")
     p.add_argument("--hypotheses", help="also write the outputs to this file")
     _add_decode_options(p)
+
+    p = sub.add_parser("serve", help="serve a model over HTTP (JSON API, metrics, a web page to try it)",
+                       description="Serve a model folder with FastAPI on uvicorn: POST /v1/translate, GET /health, "
+                       "GET /metrics (Prometheus), the page at / and the API docs at /docs. Concurrent requests "
+                       "are decoded together (dynamic batching). Settings default to the model's serve section.")
+    p.add_argument("--model", required=True, help="model folder (fixed for the life of the server)")
+    p.add_argument("--host", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, help="port (default 8000)")
+    p.add_argument("--api-key", help="require this key in the X-API-Key header (default: $TRANSDUCE_API_KEY)")
+    p.add_argument("--no-api-key", action="store_true",
+                   help="allow binding beyond this machine without an API key")
+    p.add_argument("--no-batching", action="store_true", help="decode each request alone")
+    p.add_argument("--max-batch-size", type=int, help="texts decoded together (default 32)")
+    p.add_argument("--max-wait-ms", type=float, help="how long a request waits for others to join (default 5)")
+    p.add_argument("--max-texts", type=int, help="texts per request (default 64)")
+    p.add_argument("--max-input-chars", type=int, help="characters per text (default 2000)")
+    p.add_argument("--max-body-bytes", type=int, help="request body size (default 1 MiB)")
+    p.add_argument("--timeout", type=float, help="seconds per request (default 30)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"], help="weights for decoding")
 
     p = sub.add_parser("average", help="average the weights of a run's last checkpoints into a new model",
                        description="Average the weights of the last K checkpoints of RUN_DIR (element-wise mean) "
@@ -211,6 +231,42 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    import ipaddress
+    import os
+
+    import uvicorn
+
+    from transduce.inference import Translator
+    from transduce.serving.app import create_app
+
+    model = Path(args.model)
+    saved = Config.load(model / CONFIG_FILE) if (model / CONFIG_FILE).is_file() else Config()
+    changes = {"host": args.host, "port": args.port, "max_batch_size": args.max_batch_size,
+               "max_wait_ms": args.max_wait_ms, "max_texts": args.max_texts, "max_input_chars": args.max_input_chars,
+               "max_body_bytes": args.max_body_bytes, "timeout_s": args.timeout}
+    if args.no_batching:
+        changes["batching"] = False
+    tree = saved.to_dict()
+    tree["serve"].update({k: v for k, v in changes.items() if v is not None})
+    settings = Config.from_dict(tree).serve
+    api_key = args.api_key or os.environ.get("TRANSDUCE_API_KEY") or None
+    try:
+        loopback = settings.host == "localhost" or ipaddress.ip_address(settings.host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback and api_key is None and not args.no_api_key:
+        raise ConfigError(f"--host {settings.host} serves the model beyond this machine: set an API key "
+                          "(--api-key or TRANSDUCE_API_KEY), or pass --no-api-key to serve it openly")
+    if not (model / CONFIG_FILE).is_file():
+        raise ConfigError(f"{model}: not a model folder (no {CONFIG_FILE})")
+    app = create_app(model, settings, api_key=api_key,
+                     load=lambda: Translator.from_dir(model, args.device, args.precision))
+    print(f"serving {model} at http://{settings.host}:{settings.port}/ (API docs at /docs)", file=sys.stderr)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
+    return 0
+
+
 def cmd_average(args) -> int:
     from transduce.training.averaging import average_run
 
@@ -233,7 +289,8 @@ def cmd_demo(args) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "translate": cmd_translate, "evaluate": cmd_evaluate, "average": cmd_average,
+COMMANDS = {"train": cmd_train, "translate": cmd_translate, "evaluate": cmd_evaluate, "serve": cmd_serve,
+            "average": cmd_average,
             "plot": cmd_plot, "demo": cmd_demo}
 
 

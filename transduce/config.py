@@ -209,11 +209,32 @@ class DecodeConfig:
 
 
 @dataclass
+class ServeConfig:
+    """The HTTP service: where it listens, how it gathers requests into batches, what it accepts."""
+
+    host: str = "127.0.0.1"  # loopback only; anything wider wants an API key
+    port: int = 8000
+    batching: bool = True  # gather concurrent requests into one decode batch
+    max_batch_size: int = 32  # texts decoded together
+    max_wait_ms: float = 5.0  # how long a request may wait for others to join its batch
+    max_texts: int = 64  # texts per request
+    max_input_chars: int = 2000  # characters per text
+    max_body_bytes: int = 1 << 20  # request body size (413 beyond)
+    timeout_s: float = 30.0  # per request (504 beyond)
+
+    def __post_init__(self) -> None:
+        for key in ("port", "max_batch_size", "max_texts", "max_input_chars", "max_body_bytes", "timeout_s"):
+            _check_positive(f"serve.{key}", getattr(self, key))
+        _check_positive("serve.max_wait_ms", self.max_wait_ms, allow_zero=True)
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     decode: DecodeConfig = field(default_factory=DecodeConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

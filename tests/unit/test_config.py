@@ -180,7 +180,7 @@ def test_save_load_round_trip(tmp_path):
     cfg.save(path)
     tree = json.loads(path.read_text(encoding="utf-8"))  # JSON on disk
     assert tree == json.loads(json.dumps(cfg.to_dict()))
-    assert set(tree) == {"data", "model", "train", "decode"}
+    assert set(tree) == {"data", "model", "train", "decode", "serve"}
     assert not (tmp_path / "config.json.tmp").exists()
     loaded = Config.load(path)
     assert loaded == cfg
