@@ -4,10 +4,12 @@ error and the server keeps serving, health follows loading, metrics move, the CL
 import concurrent.futures
 import json
 import re
+import shutil
 import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -215,3 +217,17 @@ def test_the_cli_serves_on_loopback_and_refuses_a_wide_bind_without_a_key(model_
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+def test_fuzzing_the_api_from_its_openapi_schema_finds_no_server_error(model_dir, tmp_path):
+    """schemathesis generates requests from /openapi.json (valid and invalid); none may get a 5xx."""
+    schemathesis = shutil.which("schemathesis", path=str(Path(sys.executable).parent))
+    if schemathesis is None:
+        pytest.fail("schemathesis is a test dependency: pip install -e '.[test]'")
+    with running_server(model_dir, ServeConfig(max_texts=8, max_input_chars=200)) as url:
+        wait_ready(url)
+        proc = subprocess.run([schemathesis, "run", f"{url}/openapi.json", "--checks", "not_a_server_error",
+                               "--max-examples", "60", "--seed", "7"], capture_output=True, text=True,
+                              timeout=300, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stdout[-3000:]
+        assert re.search(r"\d+ generated, \d+ passed", proc.stdout), proc.stdout[-2000:]

@@ -69,3 +69,14 @@ def test_near_zero_temperature_is_greedy():
     greedy = decode_examples(model, examples, DecodeConfig(beam=1, max_length=10))
     sampled = decode_examples(model, examples, DecodeConfig(sample=True, temperature=1e-4, max_length=10, seed=1))
     assert [r[0].tokens for r in sampled] == [r[0].tokens for r in greedy]
+
+
+def test_a_subnormal_temperature_still_samples_the_best_token():
+    """1 / 5e-324 overflows: the tempered scores must stay finite for the best token."""
+    log_probs = torch.tensor([[0.5, 0.3, 0.2], [0.1, 0.1, 0.8]]).log()
+    weights = torch.softmax(restrict(log_probs, 5e-324, 0, 5e-324), dim=1)
+    assert weights.tolist() == [[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]
+    model, examples = _model_and_examples()
+    greedy = decode_examples(model, examples, DecodeConfig(beam=1, max_length=10))
+    sampled = decode_examples(model, examples, DecodeConfig(sample=True, temperature=5e-324, max_length=10, seed=1))
+    assert [r[0].tokens for r in sampled] == [r[0].tokens for r in greedy]

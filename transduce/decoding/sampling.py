@@ -22,7 +22,9 @@ def restrict(log_probs: torch.Tensor, temperature: float, top_k: int, top_p: flo
 
     Shape: (N, V) -> (N, V)
     """
-    scores = log_probs / temperature
+    # shifted so the best token scores 0, and the temperature kept above float32's smallest normal
+    # number: any temperature, however small, leaves the best token finite (then it is greedy)
+    scores = (log_probs - log_probs.max(dim=1, keepdim=True).values) / max(temperature, 1e-30)
     if 0 < top_k < scores.size(1):
         kth = scores.topk(top_k, dim=1).values[:, -1:]  # (N, 1)
         scores = scores.masked_fill(scores < kth, float("-inf"))
@@ -30,7 +32,8 @@ def restrict(log_probs: torch.Tensor, temperature: float, top_k: int, top_p: flo
         sorted_scores, order = scores.sort(dim=1, descending=True)
         probs = torch.softmax(sorted_scores, dim=1)
         mass_before = probs.cumsum(dim=1) - probs  # mass of the tokens ranked above each one
-        drop_sorted = mass_before >= top_p  # the most probable token is always kept
+        drop_sorted = mass_before >= top_p
+        drop_sorted[:, 0] = False  # the most probable token is always kept (even when top_p rounds to 0)
         drop = torch.zeros_like(drop_sorted).scatter(1, order, drop_sorted)
         scores = scores.masked_fill(drop, float("-inf"))
     return scores
