@@ -1,5 +1,5 @@
 """The `transduce` command: the only module that reads argv.
-Subcommands: train, translate, evaluate, serve, average, plot, demo.
+Subcommands: quickstart, train, translate, evaluate, serve, average, plot, demo.
 
 A problem with the user's input (data, config, model folder) is printed as one line,
 `transduce: error: <file:line: problem>`, and exits with status 2, without a traceback.
@@ -51,6 +51,24 @@ def _decode_overrides(args) -> dict:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="transduce", description="Train, run and score sequence-to-sequence models.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("quickstart", help="from a pairs file to a served model in one command",
+                       description="Split PAIRS into train/dev/test (by a hash of each pair), choose the tokenizer "
+                       "(characters for Chinese/Japanese, SentencePiece otherwise) and a model from the data, train "
+                       "with early stopping, score the test set, show samples, and serve the page to try the model "
+                       "on 127.0.0.1. Every choice is printed with its reason and can be overridden.")
+    p.add_argument("pairs", help="pairs file: .tsv, .jsonl (optionally .gz)")
+    p.add_argument("--out", default="runs/quickstart", help="folder for the splits, the model and the report")
+    p.add_argument("--dev", type=int, default=500, help="dev pairs to split off (at most 10%%)")
+    p.add_argument("--test", type=int, default=500, help="test pairs to split off (at most 10%%)")
+    p.add_argument("--tokenizer", choices=["char", "word", "spm"], help="instead of choosing from the text")
+    p.add_argument("--arch", choices=["lstm", "gru", "transformer"], help="instead of choosing from the size")
+    p.add_argument("--steps", type=int, help="most training updates (early stopping may end sooner)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any config value, e.g. --set model.hidden=512 (repeatable)")
+    p.add_argument("--port", type=int, default=8000, help="port of the page (127.0.0.1)")
+    p.add_argument("--no-serve", action="store_true", help="stop after the test report")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     p = sub.add_parser("train", help="train a model from pairs (or resume the run in --out)",
                        description="Train a model; the output folder is a model folder (config.json, vocabularies, "
@@ -133,6 +151,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=None, help="training updates (default: the demo's budget)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
+
+
+def cmd_quickstart(args) -> int:
+    from transduce.quickstart import run_quickstart
+
+    try:
+        run_quickstart(args.pairs, args.out, dev=args.dev, test=args.test, tokenizer=args.tokenizer, arch=args.arch,
+                       steps=args.steps, overrides=args.overrides, progress=not args.quiet, serve=not args.no_serve,
+                       port=args.port, say=lambda m: print(m, file=sys.stderr, flush=True))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    return 0
 
 
 def cmd_train(args) -> int:
@@ -289,7 +319,7 @@ def cmd_demo(args) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "translate": cmd_translate, "evaluate": cmd_evaluate, "serve": cmd_serve,
+COMMANDS = {"quickstart": cmd_quickstart, "train": cmd_train, "translate": cmd_translate, "evaluate": cmd_evaluate, "serve": cmd_serve,
             "average": cmd_average,
             "plot": cmd_plot, "demo": cmd_demo}
 
