@@ -1,5 +1,5 @@
 """The `transduce` command: the only module that reads argv.
-Subcommands: quickstart, train, translate, evaluate, serve, average, plot, demo.
+Subcommands: quickstart, train, translate, evaluate, serve, quantize, export, average, plot, demo.
 
 A problem with the user's input (data, config, model folder) is printed as one line,
 `transduce: error: <file:line: problem>`, and exits with status 2, without a traceback.
@@ -130,6 +130,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, help="seconds per request (default 30)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"], help="weights for decoding")
+
+    p = sub.add_parser("quantize", help="int8 copy of a model for fast CPU inference",
+                       description="Write an int8 copy of a model folder (linear and recurrent weights as int8 with "
+                       "a float scale per output row; activations quantized at run time). It loads and decodes "
+                       "like any model folder (translate, evaluate, serve, the API), on the CPU.")
+    p.add_argument("--model", required=True, help="model folder")
+    p.add_argument("--out", required=True, help="new model folder")
+    p.add_argument("--keep-float", action="append", default=[], metavar="WEIGHT",
+                   help="a weight to keep in float32, e.g. output.weight (repeatable)")
+
+    p = sub.add_parser("export", help="export a Transformer to another inference engine (CTranslate2)",
+                       description="Convert a Transformer model folder for CTranslate2 (needs the ctranslate2 "
+                       "package: pip install 'transduce[export]'); the folder also holds our tokenizers and "
+                       "vocabularies so that outputs can be detokenized the same way.")
+    p.add_argument("--model", required=True, help="model folder (a Transformer)")
+    p.add_argument("--to", required=True, choices=["ctranslate2"], help="target engine")
+    p.add_argument("--out", required=True, help="new folder")
+    p.add_argument("--quantization", help="CTranslate2 weight type: int8, int8_float32, int16, float16, bfloat16 ...")
+    p.add_argument("--force", action="store_true", help="replace --out if it exists")
 
     p = sub.add_parser("average", help="average the weights of a run's last checkpoints into a new model",
                        description="Average the weights of the last K checkpoints of RUN_DIR (element-wise mean) "
@@ -297,6 +316,29 @@ def cmd_serve(args) -> int:
     return 0
 
 
+def cmd_quantize(args) -> int:
+    from transduce.export.quantize import QuantizeError, quantize_model_dir
+
+    try:
+        info = quantize_model_dir(args.model, args.out, keep_float=args.keep_float)
+    except QuantizeError as exc:
+        raise ConfigError(str(exc)) from None
+    print(f"int8 model in {args.out}: {info['quantized_tensors']} weight matrices int8, {info['float_tensors']} "
+          f"kept float; {info['float_bytes'] / 2**20:.1f} MiB -> {info['int8_bytes'] / 2**20:.1f} MiB", file=sys.stderr)
+    return 0
+
+
+def cmd_export(args) -> int:
+    from transduce.export.ctranslate2 import ExportError, export_ctranslate2
+
+    try:
+        out = export_ctranslate2(args.model, args.out, args.quantization, force=args.force)
+    except ExportError as exc:
+        raise ConfigError(str(exc)) from None
+    print(f"CTranslate2 model in {out}", file=sys.stderr)
+    return 0
+
+
 def cmd_average(args) -> int:
     from transduce.training.averaging import average_run
 
@@ -319,8 +361,8 @@ def cmd_demo(args) -> int:
     return 0
 
 
-COMMANDS = {"quickstart": cmd_quickstart, "train": cmd_train, "translate": cmd_translate, "evaluate": cmd_evaluate, "serve": cmd_serve,
-            "average": cmd_average,
+COMMANDS = {"quickstart": cmd_quickstart, "train": cmd_train, "translate": cmd_translate, "evaluate": cmd_evaluate,
+            "serve": cmd_serve, "quantize": cmd_quantize, "export": cmd_export, "average": cmd_average,
             "plot": cmd_plot, "demo": cmd_demo}
 
 
