@@ -1,7 +1,9 @@
 """Translator: a model folder loaded once, text in, text out. Used by the CLI, evaluation and the API.
 
 Loading reads `config.json`, the vocabularies, the tokenizers and `model.safetensors`:
-JSON and tensors only, so opening a model never executes code from it.
+JSON and tensors only, so opening a model never executes code from it. A folder written by
+`transduce quantize` (it holds `quantization.json`) loads the same way and decodes with int8
+modules on the CPU (`export.quantize`).
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from transduce.constants import CONFIG_FILE, WEIGHTS_FILE
 from transduce.data.codec import TextCodec
 from transduce.decoding.results import Hypothesis
 from transduce.decoding.search import decode_examples
+from transduce.export.quantize import is_quantized, load_quantized
 from transduce.models.builder import build_model
 from transduce.training.checkpoint import load_weights
 
@@ -72,11 +75,17 @@ class Translator:
         except ConfigError as exc:
             raise ModelLoadError(str(exc)) from None
         codec = TextCodec.load(config.data, directory)
-        dev = pick_device(device)
+        int8 = is_quantized(directory)
+        if int8 and (precision != "fp32" or device not in ("auto", "cpu")):
+            raise ModelLoadError(f"{directory}: an int8 model decodes on the CPU with fp32 activations "
+                                 f"(asked for device {device!r}, precision {precision!r})")
+        dev = torch.device("cpu") if int8 else pick_device(device)
         try:
             model = build_model(config.model, len(codec.src_vocab), len(codec.tgt_vocab))
+            if int8:
+                return cls(config, codec, load_quantized(model, directory), dev)
             load_weights(model, directory / WEIGHTS_FILE, dev)
-        except (SafetensorError, RuntimeError, ValueError) as exc:
+        except (SafetensorError, RuntimeError, ValueError) as exc:  # QuantizeError is a RuntimeError
             first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ModelLoadError(f"{directory / WEIGHTS_FILE}: cannot load the weights ({first_line})") from None
         return cls(config, codec, model.to(dev, dtype=PRECISIONS[precision]), dev)
