@@ -1,12 +1,11 @@
 """`transduce quantize` and `transduce export` from the command line: the int8 folder translates
 through the same CLI, the CTranslate2 folder gives our greedy outputs, refusals are one line."""
-import gzip
 import subprocess
 import sys
 
 import pytest
 
-from transduce.assets import default_data_dir
+from tests.csl import csl_pairs, write_tsv
 
 
 def run(*args):
@@ -17,9 +16,8 @@ def run(*args):
 @pytest.fixture(scope="module")
 def transformer(tmp_path_factory):
     root = tmp_path_factory.mktemp("export-cli")
-    with gzip.open(default_data_dir() / "train.tsv.gz", "rt", encoding="utf-8") as f:
-        lines = [next(f).rstrip("\n").split("\t") for _ in range(200)]
-    (root / "train.tsv").write_text("".join(f"{s[:40]}\t{t}\n" for s, t in lines), encoding="utf-8")
+    pairs = csl_pairs(200, max_source=40)
+    write_tsv(root / "train.tsv", pairs)
     out = root / "model"
     proc = run("train", "--train", root / "train.tsv", "--out", out, "--steps", 40, "--quiet",
                "--set", "model.arch=transformer", "--set", "model.embed_dim=32", "--set", "model.hidden=32",
@@ -27,7 +25,7 @@ def transformer(tmp_path_factory):
                "--set", "model.decoder_layers=1", "--set", "train.eval_every=0", "--set", "train.threads=1",
                "--set", "decode.max_length=12", "--set", "train.lr=3e-3")
     assert proc.returncode == 0, proc.stderr
-    return root, out, [s[:40] for s, _ in lines[:8]]
+    return root, out, [s for s, _ in pairs[:8]]
 
 
 def test_quantize_then_translate_with_the_int8_folder(transformer):

@@ -1,6 +1,5 @@
 """`transduce quickstart` end to end: split, choose (saying why), train, test report, samples, and
 the page served on 127.0.0.1."""
-import gzip
 import json
 import socket
 import subprocess
@@ -9,7 +8,8 @@ import time
 
 import httpx
 
-from transduce.assets import default_data_dir
+from tests.csl import csl_pairs
+from tests.system.serving_helpers import wait_healthy
 
 
 def _free_port() -> int:
@@ -19,11 +19,9 @@ def _free_port() -> int:
 
 
 def test_quickstart_from_a_pairs_file_to_a_served_model(tmp_path):
-    with gzip.open(default_data_dir() / "train.tsv.gz", "rt", encoding="utf-8") as f:
-        lines = [next(f).rstrip("\n").split("\t") for _ in range(400)]
     pairs = tmp_path / "pairs.jsonl"
-    pairs.write_text("".join(json.dumps({"source": s[:60], "target": t}, ensure_ascii=False) + "\n"
-                             for s, t in lines), encoding="utf-8")
+    pairs.write_text("".join(json.dumps({"source": s, "target": t}, ensure_ascii=False) + "\n"
+                             for s, t in csl_pairs(400)), encoding="utf-8")
     port, out = _free_port(), tmp_path / "qs"
     proc = subprocess.Popen([sys.executable, "-m", "transduce", "quickstart", str(pairs), "--out", str(out),
                              "--steps", "30", "--dev", "30", "--test", "30", "--quiet", "--port", str(port),
@@ -47,15 +45,7 @@ def test_quickstart_from_a_pairs_file_to_a_served_model(tmp_path):
         assert f"http://127.0.0.1:{port}/" in text
         report = json.loads((out / "test_report.json").read_text(encoding="utf-8"))
         assert report["sentences"] == sum(1 for _ in open(out / "data" / "test.tsv", encoding="utf-8")) > 0
-        deadline = time.time() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/health").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.time() < deadline
-            time.sleep(0.1)
+        wait_healthy(url, proc)
         r = httpx.post(f"{url}/v1/translate", json={"texts": ["基于深度学习的方法"]})
         assert r.status_code == 200 and "results" in r.json()
         assert httpx.get(url).status_code == 200

@@ -1,7 +1,6 @@
 """A tiny trained model and a real uvicorn server on 127.0.0.1 for the serving tests."""
 from __future__ import annotations
 
-import gzip
 import socket
 import threading
 import time
@@ -11,7 +10,7 @@ from pathlib import Path
 import httpx
 import uvicorn
 
-from transduce.assets import default_data_dir
+from tests.csl import csl_pairs, write_tsv
 from transduce.config import Config, ServeConfig
 from transduce.serving.app import create_app
 from transduce.training.trainer import Trainer
@@ -19,9 +18,7 @@ from transduce.training.trainer import Trainer
 
 def train_tiny_model(root: Path) -> Path:
     """A one-layer LSTM on 300 CSL titles (a few seconds); it outputs Chinese characters."""
-    with gzip.open(default_data_dir() / "train.tsv.gz", "rt", encoding="utf-8") as f:
-        lines = [next(f).rstrip("\n").split("\t") for _ in range(300)]
-    (root / "train.tsv").write_text("".join(f"{s[:60]}\t{t}\n" for s, t in lines), encoding="utf-8")
+    write_tsv(root / "train.tsv", csl_pairs(300))
     config = Config.from_dict({
         "data": {"train": str(root / "train.tsv"), "tokenizer": "char", "shared_vocab": True},
         "model": {"embed_dim": 32, "hidden": 32, "encoder_layers": 1, "decoder_layers": 1, "dropout": 0.0,
@@ -65,3 +62,16 @@ def wait_ready(url: str, timeout: float = 30) -> None:
     while httpx.get(f"{url}/health").status_code != 200:
         assert time.time() < deadline, "model never became ready"
         time.sleep(0.05)
+
+
+def wait_healthy(url: str, proc, timeout: float = 60) -> None:
+    """Wait for a server started as a process (`proc`) to answer /health with 200."""
+    deadline = time.time() + timeout
+    while True:
+        try:
+            if httpx.get(f"{url}/health").status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert proc.poll() is None and time.time() < deadline, "the server did not become healthy"
+        time.sleep(0.1)

@@ -3,7 +3,6 @@ are outside the vocabulary, so only the copy distribution can produce them."""
 import random
 
 import pytest
-import torch
 
 import transduce
 from transduce.config import Config
@@ -11,12 +10,6 @@ from transduce.training.trainer import Trainer
 
 COMMON = [f"w{i}" for i in range(20)]
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _restore_threads():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
 
 
 def _name(rng):

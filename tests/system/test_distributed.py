@@ -1,6 +1,5 @@
 """Data-parallel training: two CPU processes under torchrun (gloo) follow the loss curve of one
 process with twice the batch, and a run saved by two processes resumes on one."""
-import gzip
 import json
 import shutil
 import subprocess
@@ -9,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from transduce.assets import default_data_dir
+from tests.csl import csl_pairs, write_tsv
 from transduce.config import Config
 from transduce.constants import LOG_FILE
 from transduce.training.checkpoint import list_checkpoints
@@ -20,9 +19,7 @@ TORCHRUN = shutil.which("torchrun", path=str(Path(sys.executable).parent))
 @pytest.fixture(scope="module")
 def config_file(tmp_path_factory):
     root = tmp_path_factory.mktemp("ddp")
-    with gzip.open(default_data_dir() / "train.tsv.gz", "rt", encoding="utf-8") as f:
-        lines = [next(f).rstrip("\n").split("\t") for _ in range(300)]
-    (root / "train.tsv").write_text("".join(f"{s[:60]}\t{t}\n" for s, t in lines), encoding="utf-8")
+    write_tsv(root / "train.tsv", csl_pairs(300))
     config = Config.from_dict({
         "data": {"train": str(root / "train.tsv"), "tokenizer": "char"},
         "model": {"embed_dim": 32, "hidden": 32, "encoder_layers": 1, "decoder_layers": 1, "dropout": 0.0},

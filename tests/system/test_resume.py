@@ -2,7 +2,6 @@
 stops, a damaged newest checkpoint is passed over, a refused write keeps the last good
 checkpoint, a changed config is refused, early stopping keeps the best weights."""
 import errno
-import gzip
 import json
 import os
 import signal
@@ -12,9 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
-from transduce.assets import default_data_dir
+from tests.csl import csl_pairs, write_tsv
 from transduce.config import Config
 from transduce.constants import LOG_FILE, WEIGHTS_FILE
 from transduce.training import checkpoint as checkpoint_module
@@ -24,22 +22,13 @@ from transduce.training.trainer import Trainer
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _restore_threads():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     root = tmp_path_factory.mktemp("resume-data")
-    with gzip.open(default_data_dir() / "train.tsv.gz", "rt", encoding="utf-8") as f:
-        lines = [next(f).rstrip("\n") for _ in range(240)]
-    (root / "train.tsv").write_text("".join(f"{s[:50]}\t{t}\n" for s, t in (x.split("\t") for x in lines[:220])),
-                                    encoding="utf-8")
-    (root / "dev.tsv").write_text("".join(f"{s[:50]}\t{t}\n" for s, t in (x.split("\t") for x in lines[220:])),
-                                  encoding="utf-8")
+    pairs = csl_pairs(240, max_source=50)
+    write_tsv(root / "train.tsv", pairs[:220])
+    write_tsv(root / "dev.tsv", pairs[220:])
     return root
 
 

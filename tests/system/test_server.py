@@ -13,20 +13,19 @@ from pathlib import Path
 
 import httpx
 import pytest
-import torch
 
-from tests.system.serving_helpers import free_port, running_server, train_tiny_model, wait_ready
+from tests.system.serving_helpers import (
+    free_port,
+    running_server,
+    train_tiny_model,
+    wait_healthy,
+    wait_ready,
+)
 from transduce.config import ServeConfig
 from transduce.inference import Translator
 
 TEXTS = ["基于深度学习的图像识别方法", "一种新的网络安全模型", "面向大数据的分布式存储系统设计", "数据", "本文提出了一种算法"]
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _restore_threads():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -199,15 +198,7 @@ def test_the_cli_serves_on_loopback_and_refuses_a_wide_bind_without_a_key(model_
                              str(port)], stderr=subprocess.PIPE, text=True)
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.time() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/health").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None and time.time() < deadline
-            time.sleep(0.1)
+        wait_healthy(url, proc)
         r = httpx.post(f"{url}/v1/translate", json={"texts": TEXTS[:1]})
         assert r.status_code == 200 and r.json()["results"][0]["outputs"][0]["text"]
         page = httpx.get(url)

@@ -1,6 +1,5 @@
 """Models learn: a tiny LSTM on real title data lowers its loss and round-trips through its folder;
 a copy task is learned to near-perfect exact match within a small time budget."""
-import gzip
 import json
 import random
 import time
@@ -9,9 +8,15 @@ import pytest
 import torch
 
 import transduce
-from transduce.assets import default_data_dir
+from tests.csl import csl_pairs, write_tsv
 from transduce.config import Config, ConfigError, DecodeConfig
-from transduce.constants import CONFIG_FILE, LOG_FILE, SRC_VOCAB_FILE, TGT_VOCAB_FILE, WEIGHTS_FILE
+from transduce.constants import (
+    CONFIG_FILE,
+    LOG_FILE,
+    SRC_VOCAB_FILE,
+    TGT_VOCAB_FILE,
+    WEIGHTS_FILE,
+)
 from transduce.data.batching import Example
 from transduce.data.readers import read_pairs
 from transduce.decoding.search import decode_examples
@@ -21,25 +26,10 @@ from transduce.training.checkpoint import list_checkpoints
 from transduce.training.trainer import Trainer
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _restore_threads():
-    """Trainer sets torch's (process-wide) thread count: give the rest of the session its own back.
-
-    The runs here use one thread: tiny models gain nothing from more, and on a busy two-core
-    machine a second thread makes each step several times slower."""
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-
-
 def _write_csl_subset(path, count=300, max_source=60):
-    with gzip.open(default_data_dir() / "train.tsv.gz", "rt", encoding="utf-8") as f:
-        lines = [next(f).rstrip("\n") for _ in range(count)]
-    with open(path, "w", encoding="utf-8") as out:
-        for line in lines:
-            source, target = line.split("\t")
-            out.write(f"{source[:max_source]}\t{target}\n")
-    return [line.split("\t")[0][:max_source] for line in lines]
+    pairs = csl_pairs(count, max_source)
+    write_tsv(path, pairs)
+    return [source for source, _ in pairs]
 
 
 @pytest.fixture(scope="module")

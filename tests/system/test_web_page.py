@@ -6,7 +6,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-import torch
 
 from tests.system.serving_helpers import running_server, train_tiny_model, wait_ready
 from transduce.inference import Translator
@@ -14,12 +13,6 @@ from transduce.inference import Translator
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 CHROMIUM = os.environ.get("TRANSDUCE_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _restore_threads():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
