@@ -203,6 +203,23 @@ def batch_fields(batch) -> dict:
     return {f.name: getattr(batch, f.name) for f in dataclasses.fields(batch)}
 
 
+def save_batch(batch, path: Path) -> None:
+    """A batch as safetensors (its tensors) + JSON (the rest): nothing to unpickle when read back."""
+    from safetensors.torch import save_file
+
+    fields = batch_fields(batch)
+    save_file({k: v.contiguous() for k, v in fields.items() if hasattr(v, "contiguous")}, str(path) + ".safetensors")
+    rest = {k: v for k, v in fields.items() if not hasattr(v, "contiguous")}
+    Path(str(path) + ".json").write_text(json.dumps(rest), encoding="utf-8")
+
+
+def load_batch(path: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return {**json.loads(Path(str(path) + ".json").read_text(encoding="utf-8")),
+            **load_file(str(path) + ".safetensors")}
+
+
 def child_walk(args: argparse.Namespace) -> dict:
     """Build the codec and walk one epoch; sample RSS; optionally record a resume point and what follows it."""
     import torch
@@ -255,7 +272,7 @@ def child_walk(args: argparse.Namespace) -> dict:
             at_fraction[fractions.pop(0)[1]] = samples[-1][1:]
         if resume_dir is not None:
             if resume is not None and recorded < RESUME_BATCHES:
-                torch.save(batch_fields(batch), resume_dir / f"batch-{recorded:02d}.pt")
+                save_batch(batch, resume_dir / f"batch-{recorded:02d}")
                 recorded += 1
                 if recorded == RESUME_BATCHES:
                     resume["position_after"] = stream.position.to_dict()
@@ -306,7 +323,7 @@ def child_resume(args: argparse.Namespace) -> dict:
     mismatches = []
     for i in range(RESUME_BATCHES):
         batch = first if i == 0 else next(stream)
-        want = torch.load(resume_dir / f"batch-{i:02d}.pt")
+        want = load_batch(resume_dir / f"batch-{i:02d}")
         for name, value in batch_fields(batch).items():
             other = want[name]
             same = (value is None and other is None) if value is None or other is None else (
