@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 from typing import Callable, Iterable, Iterator
 
 from transduce.data.batching import Batch, Example, batches_of_pool, collate, pools
-from transduce.data.readers import Pair
+from transduce.data.readers import DataError, Pair
 
 
 @dataclass
@@ -56,13 +56,14 @@ class BatchStream:
         rank: int = 0,
         world_size: int = 1,
         on_epoch_end: Callable[[int], None] | None = None,
+        name: str = "training data",
     ):
         """`to_examples(pairs, first_index)` turns pairs into examples numbered from `first_index`."""
         self.open_pairs, self.to_examples = open_pairs, to_examples
         self.max_tokens, self.budget, self.seed = max_tokens, max_tokens * pool_batches, seed
         self.position = position or StreamPosition()
         self.rank, self.world_size = rank, world_size
-        self.on_epoch_end = on_epoch_end
+        self.on_epoch_end, self.name = on_epoch_end, name  # name: the corpus, for the error message
         self._iterator = self._batches()
 
     def __iter__(self) -> "BatchStream":
@@ -97,7 +98,7 @@ class BatchStream:
                     yield batches[pos.batch - 1]
                 pos.pool, pos.pairs, pos.batch = pos.pool + 1, pos.pairs + len(pool), 0
             if pos.pool == 0:
-                raise ValueError("no training pairs")
+                raise DataError(self.name, None, "no training pairs")
             finished = pos.epoch
             pos.epoch, pos.pool, pos.pairs, pos.batch = pos.epoch + 1, 0, 0, 0
             if self.on_epoch_end is not None:

@@ -183,7 +183,7 @@ class Trainer:
 
         return BatchStream(self.open_train, to_examples, tc.batch_tokens, pool_batches=tc.pool_batches,
                            seed=tc.seed, position=self.position, rank=self.world.rank, world_size=self.world.size,
-                           on_epoch_end=lambda epoch: self.report_skips())
+                           on_epoch_end=lambda epoch: self.report_skips(), name=str(self.config.data.train))
 
     def report_skips(self) -> None:
         """Say once how many pairs were dropped for an empty side (after the first epoch, or at the end)."""
