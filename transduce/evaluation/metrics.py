@@ -58,12 +58,14 @@ def sacrebleu_tokenizer(texts: list[str]) -> str:
     return "zh" if cjk / len(chars) > CJK_SHARE else "13a"
 
 
-def bleu(hypotheses: list[str], references: list[str], tokenize: str | None = None) -> dict:
+def bleu(hypotheses: list[str], references: list[str], tokenize: str | None = None, max_order: int = 4) -> dict:
     """Corpus BLEU against one reference per hypothesis: {"score", "signature"}.
 
-    `tokenize` None picks the tokenizer from the references (see `sacrebleu_tokenizer`).
+    `tokenize` None picks the tokenizer from the references (see `sacrebleu_tokenizer`);
+    `max_order` 1 or 2 gives the BLEU-1 / BLEU-2 of dialogue papers.
     """
-    return _corpus(BLEU(tokenize=tokenize or sacrebleu_tokenizer(references)), hypotheses, references)
+    metric = BLEU(tokenize=tokenize or sacrebleu_tokenizer(references), max_ngram_order=max_order)
+    return _corpus(metric, hypotheses, references)
 
 
 def chrf(hypotheses: list[str], references: list[str]) -> dict:
