@@ -180,16 +180,21 @@ def test_checkpoints_are_ordered_by_step_number(tmp_path):
     assert list_checkpoints(tmp_path / "nothing-here") == []
 
 
-def test_leftover_tmp_folder_is_not_a_checkpoint(tmp_path):
+def _stepped_and_saved(tmp_path, keep=3):
+    """A model one Adam step in, saved as checkpoint 1, then stepped once more (unsaved)."""
     batch = _batch()
     model = _model()
     optimizer = make_optimizer(model, TrainConfig(lr=1e-2))
     _adam_step(model, optimizer, batch)
-    good = save_checkpoint(tmp_path, 1, model, optimizer, {"epoch": 0}, keep=3)
+    good = save_checkpoint(tmp_path, 1, model, optimizer, {"epoch": 0}, keep=keep)
     expected = _output(model, batch)
-
-    # a crash half-way through saving step 2: a temporary folder with part of the files
     _adam_step(model, optimizer, batch)
+    return batch, model, optimizer, good, expected
+
+
+def test_leftover_tmp_folder_is_not_a_checkpoint(tmp_path):
+    batch, model, optimizer, good, expected = _stepped_and_saved(tmp_path)
+    # a crash half-way through saving step 2: a temporary folder with part of the files
     crashed = tmp_path / "checkpoints" / ".step-0000002.tmp"
     crashed.mkdir()
     shutil.copy(good / WEIGHTS_FILE, crashed / WEIGHTS_FILE)
@@ -343,13 +348,7 @@ def _no_space(*args, **kwargs):
 
 
 def test_a_failed_write_leaves_the_previous_checkpoint(tmp_path, monkeypatch):
-    batch = _batch()
-    model = _model()
-    optimizer = make_optimizer(model, TrainConfig(lr=1e-2))
-    _adam_step(model, optimizer, batch)
-    good = save_checkpoint(tmp_path, 1, model, optimizer, {"epoch": 0}, keep=1)
-    expected = _output(model, batch)
-    _adam_step(model, optimizer, batch)
+    batch, model, optimizer, good, expected = _stepped_and_saved(tmp_path, keep=1)
 
     monkeypatch.setattr("transduce.training.checkpoint.save_file", _no_space)
     with pytest.raises(CheckpointError) as info:
