@@ -323,7 +323,7 @@ class Trainer:
             return
         save_weights(self.model, self.out_dir / WEIGHTS_FILE)
         state = {"epoch": self.epoch, "position": self.position.to_dict(), "tracker": self.tracker.state(),
-                 "best": self.best, "scaler": self.scaler.state_dict(), "precision": self.precision,
+                 "scaler": self.scaler.state_dict(), "precision": self.precision,
                  "processes": self.world.size}
         save_checkpoint(self.out_dir, self.step, self.model, self.optimizer, state,
                         self.config.train.keep_checkpoints, rng=pack_ranks(states))
