@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/quickstart", help="folder for the splits, the model and the report")
     p.add_argument("--dev", type=int, default=500, help="dev pairs to split off (at most 10%%)")
     p.add_argument("--test", type=int, default=500, help="test pairs to split off (at most 10%%)")
-    p.add_argument("--tokenizer", choices=["char", "word", "spm"], help="instead of choosing from the text")
+    p.add_argument("--tokenizer", choices=["char", "word", "code", "spm"], help="instead of choosing from the text")
     p.add_argument("--arch", choices=["lstm", "gru", "transformer"], help="instead of choosing from the size")
     p.add_argument("--steps", type=int, help="most training updates (early stopping may end sooner)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -109,6 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="pairs to score (.tsv, .jsonl, or a source file with --data-target)")
     p.add_argument("--data-target", help="target file when --data is a source file")
     p.add_argument("--hypotheses", help="also write the outputs to this file")
+    p.add_argument("--code-bleu", action="store_true",
+                   help="also BLEU on code tokens, as CoNaLa scores generated code (code_bleu)")
     _add_decode_options(p)
 
     p = sub.add_parser("serve", help="serve a model over HTTP (JSON API, metrics, a web page to try it)",
@@ -273,7 +275,7 @@ def cmd_evaluate(args) -> int:
     pairs = read_pairs(args.data, target_path=args.data_target, fmt=translator.config.data.format,
                        source_field=translator.config.data.source_field,
                        target_field=translator.config.data.target_field)
-    report, hypotheses = evaluate(translator, pairs, **_decode_overrides(args))
+    report, hypotheses = evaluate(translator, pairs, code=args.code_bleu, **_decode_overrides(args))
     if args.hypotheses:
         Path(args.hypotheses).write_text("".join(h + "\n" for h in hypotheses), encoding="utf-8")
     print(json.dumps(report, indent=2, ensure_ascii=False))

@@ -43,7 +43,7 @@ class DataConfig:
     source_field: str = "source"
     target_field: str = "target"
     on_empty: str = "skip"  # skip | error: pairs with an empty side
-    tokenizer: str = "char"  # char | word | spm (one kind for both sides)
+    tokenizer: str = "char"  # char | word | code | spm (one kind for both sides)
     spm_vocab_size: int = 8000
     spm_model_type: str = "unigram"  # unigram | bpe
     spm_character_coverage: float = 1.0
@@ -58,7 +58,7 @@ class DataConfig:
         if self.format is not None:
             _check_choice("data.format", self.format, ("tsv", "jsonl"))
         _check_choice("data.on_empty", self.on_empty, ("skip", "error"))
-        _check_choice("data.tokenizer", self.tokenizer, ("char", "word", "spm"))
+        _check_choice("data.tokenizer", self.tokenizer, ("char", "word", "code", "spm"))
         _check_choice("data.spm_model_type", self.spm_model_type, ("unigram", "bpe"))
         _check_positive("data.spm_vocab_size", self.spm_vocab_size)
         _check_positive("data.min_freq", self.min_freq)

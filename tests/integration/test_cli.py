@@ -10,6 +10,8 @@ import sys
 
 import pytest
 
+from transduce.evaluation.code_bleu import code_bleu
+
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONIOENCODING": "utf-8"}
 SMALL = ["--set", "model.hidden=32", "--set", "model.embed_dim=32", "--set", "train.threads=1",
          "--set", "train.batch_tokens=200", "--set", "model.encoder_layers=1", "--set", "model.decoder_layers=1"]
@@ -161,7 +163,16 @@ def test_evaluate_prints_a_json_report(trained):
         assert isinstance(report[key], (int, float)), key
     assert report["sentences"] == 10
     assert 0 <= report["exact_match"] <= 100 and report["perplexity"] > 1
-    assert len((root / "hyp.txt").read_text(encoding="utf-8").splitlines()) == 10
+    assert "code_bleu" not in report
+    hypotheses = (root / "hyp.txt").read_text(encoding="utf-8").splitlines()
+    assert len(hypotheses) == 10
+
+    proc = run("evaluate", "--model", out, "--data", root / "dev.tsv", "--beam", 2, "--max-length", 12, "--code-bleu")
+    assert proc.returncode == 0, proc.err
+    references = [line.split("\t")[1] for line in (root / "dev.tsv").read_text(encoding="utf-8").splitlines()]
+    with_code = json.loads(proc.out)
+    assert with_code["code_bleu"] == round(code_bleu(hypotheses, references)["score"], 2)
+    assert with_code["code_bleu_signature"].startswith("code-tokens|")
 
 
 @pytest.mark.parametrize("command", [None, "train", "translate", "evaluate", "plot", "demo"])

@@ -5,6 +5,7 @@ import pytest
 from transduce.constants import SPECIAL_TOKENS
 from transduce.data.tokenizers import (
     CharTokenizer,
+    CodeTokenizer,
     SentencePieceTokenizer,
     Tokenizer,
     WordTokenizer,
@@ -43,8 +44,35 @@ def test_word_tokenizer():
     assert tok.kind == "word"
 
 
+def test_code_tokenizer_splits_code_and_marks_spaces():
+    tok = CodeTokenizer()
+    assert tok.kind == "code"
+    assert tok.tokenize("df.sort_values('a', ascending=False)") == [
+        "df", ".", "sort_values", "(", "'", "a", "'", ",", "\u2581", "ascending", "=", "False", ")"]
+    assert tok.tokenize("sort dict `d` by value") == [
+        "sort", "\u2581", "dict", "\u2581", "`", "d", "`", "\u2581", "by", "\u2581", "value"]
+    assert tok.tokenize("") == [] and tok.tokenize("   ") == []
+
+
+@pytest.mark.parametrize("text", [
+    "df.sort_values('a', ascending=False)", "x = [i ** 2 for i in range(10)]", "print(\"héllo, 世界\")",
+    "re.findall('\\\\d+', s)", "if a:  b = {1: 2}",
+])
+def test_code_tokenizer_round_trip_reads_whitespace_runs_as_one_space(text):
+    tok = CodeTokenizer()
+    assert tok.detokenize(tok.tokenize(text)) == " ".join(text.split())
+    assert tok.detokenize(tok.tokenize(f"  {text}\t")) == " ".join(text.split())
+
+
+def test_code_tokenizer_shares_identifiers_between_request_and_code():
+    tok = CodeTokenizer()
+    request = set(tok.tokenize("get the keys of dictionary `my_dict` sorted by 'count'"))
+    code = set(tok.tokenize("sorted(my_dict, key=lambda k: my_dict[k]['count'])"))
+    assert {"my_dict", "count", "'"} <= request & code
+
+
 def test_all_kinds_follow_the_protocol(spm_unigram):
-    for tok in (CharTokenizer(), WordTokenizer(), spm_unigram):
+    for tok in (CharTokenizer(), WordTokenizer(), CodeTokenizer(), spm_unigram):
         assert isinstance(tok, Tokenizer)
 
 
@@ -75,8 +103,8 @@ def test_spm_save_load(tmp_path, spm_unigram):
     assert loaded.detokenize(loaded.tokenize(text)) == text
 
 
-def test_char_and_word_save_nothing(tmp_path):
-    for kind in ("char", "word"):
+def test_char_word_and_code_save_nothing(tmp_path):
+    for kind in ("char", "word", "code"):
         tok = train_tokenizer(kind, ["ignored"])
         tok.save(tmp_path, "p")
         assert type(load_tokenizer(tmp_path, "p", kind)) is type(tok)
@@ -90,9 +118,9 @@ def test_train_tokenizer_spm():
 
 
 def test_unknown_kind_lists_choices(tmp_path):
-    with pytest.raises(ValueError, match="char, word, spm"):
+    with pytest.raises(ValueError, match="char, word, code, spm"):
         train_tokenizer("bytes", [])
-    with pytest.raises(ValueError, match="char, word, spm"):
+    with pytest.raises(ValueError, match="char, word, code, spm"):
         load_tokenizer(tmp_path, "p", "bytes")
 
 
