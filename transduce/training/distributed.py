@@ -9,6 +9,8 @@ torch.distributed.
 """
 from __future__ import annotations
 
+import gc
+
 import os
 from dataclasses import dataclass
 
@@ -49,7 +51,10 @@ def join_world(device: torch.device) -> tuple[World, torch.device]:
 
 
 def leave_world(world: World) -> None:
+    """Close the process group once nothing uses it: objects that hold it (DDP's reducer) are
+    collected first, or gloo's threads can outlive it and abort the process at exit."""
     if world.active and dist.is_initialized():
+        gc.collect()
         dist.destroy_process_group()
 
 
