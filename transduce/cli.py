@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from transduce.config import Config, ConfigError
-from transduce.constants import CONFIG_FILE
+from transduce.constants import CONFIG_FILE, TOKENIZER_KINDS
 from transduce.data.readers import DataError, read_lines, read_pairs
 
 USER_ERRORS = (DataError, ConfigError, FileNotFoundError, IsADirectoryError, PermissionError)
@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/quickstart", help="folder for the splits, the model and the report")
     p.add_argument("--dev", type=int, default=500, help="dev pairs to split off (at most 10%%)")
     p.add_argument("--test", type=int, default=500, help="test pairs to split off (at most 10%%)")
-    p.add_argument("--tokenizer", choices=["char", "word", "code", "spm"], help="instead of choosing from the text")
+    p.add_argument("--tokenizer", choices=TOKENIZER_KINDS, help="instead of choosing from the text")
     p.add_argument("--arch", choices=["lstm", "gru", "transformer"], help="instead of choosing from the size")
     p.add_argument("--steps", type=int, help="most training updates (early stopping may end sooner)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",

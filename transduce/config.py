@@ -16,6 +16,8 @@ from typing import Any
 
 import yaml
 
+from transduce.constants import TOKENIZER_KINDS
+
 
 class ConfigError(ValueError):
     """A bad key or value in a configuration, with the dotted key in the message."""
@@ -58,7 +60,7 @@ class DataConfig:
         if self.format is not None:
             _check_choice("data.format", self.format, ("tsv", "jsonl"))
         _check_choice("data.on_empty", self.on_empty, ("skip", "error"))
-        _check_choice("data.tokenizer", self.tokenizer, ("char", "word", "code", "spm"))
+        _check_choice("data.tokenizer", self.tokenizer, TOKENIZER_KINDS)
         _check_choice("data.spm_model_type", self.spm_model_type, ("unigram", "bpe"))
         _check_positive("data.spm_vocab_size", self.spm_vocab_size)
         _check_positive("data.min_freq", self.min_freq)

@@ -16,9 +16,10 @@ from typing import Iterable, Protocol, runtime_checkable
 
 import sentencepiece
 
+from transduce.constants import TOKENIZER_KINDS
+
 PathLike = str | os.PathLike
 
-TOKENIZER_KINDS = ("char", "word", "code", "spm")
 SPM_MODEL_TYPES = ("unigram", "bpe")
 
 
@@ -158,14 +159,13 @@ class SentencePieceTokenizer:
         os.replace(tmp, path)
 
 
+_STATELESS = {"char": CharTokenizer, "word": WordTokenizer, "code": CodeTokenizer}  # nothing learned, nothing saved
+
+
 def load_tokenizer(directory: PathLike, prefix: str, kind: str) -> Tokenizer:
     """Rebuild the tokenizer saved with a model; char, word and code have nothing to load."""
-    if kind == "char":
-        return CharTokenizer()
-    if kind == "word":
-        return WordTokenizer()
-    if kind == "code":
-        return CodeTokenizer()
+    if kind in _STATELESS:
+        return _STATELESS[kind]()
     if kind == "spm":
         return SentencePieceTokenizer.load(directory, prefix)
     raise _unknown_kind(kind)
@@ -174,12 +174,8 @@ def load_tokenizer(directory: PathLike, prefix: str, kind: str) -> Tokenizer:
 def train_tokenizer(kind: str, texts: Iterable[str], *, vocab_size: int = 8000,
                     model_type: str = "unigram", character_coverage: float = 1.0) -> Tokenizer:
     """Make a tokenizer for `kind`; only "spm" learns from `texts`, the others ignore them."""
-    if kind == "char":
-        return CharTokenizer()
-    if kind == "word":
-        return WordTokenizer()
-    if kind == "code":
-        return CodeTokenizer()
+    if kind in _STATELESS:
+        return _STATELESS[kind]()
     if kind == "spm":
         return SentencePieceTokenizer.train(texts, vocab_size=vocab_size, model_type=model_type,
                                             character_coverage=character_coverage)

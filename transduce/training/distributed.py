@@ -10,7 +10,6 @@ torch.distributed.
 from __future__ import annotations
 
 import gc
-
 import os
 from dataclasses import dataclass
 
