@@ -157,6 +157,9 @@ class TrainConfig:
     precision: str = "auto"
     progress: bool = True  # tqdm bar
     tensorboard: bool = False  # also write the logged figures as TensorBoard events under RUN/tensorboard
+    # a trained model folder to start from (fine-tuning): its tokenizers, vocabularies and weights;
+    # data.tokenizer, data.shared_vocab and the model settings other than dropout must match it
+    init_from: str | None = None
 
     def __post_init__(self) -> None:
         self.adam_betas = tuple(self.adam_betas)  # YAML/JSON give lists

@@ -1,4 +1,10 @@
-"""Every recipe's config loads, names data that exists, and is named in its folder's README."""
+"""Every recipe's config loads and names data that exists; the recipes' helper scripts work."""
+import gzip
+import importlib.util
+import json
+import random
+import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -10,14 +16,26 @@ CONFIGS = sorted(ROOT.glob("recipes/*/*.yaml"))
 SHARED = ROOT.parent / "shared" / "data"
 
 
+def _script(path: str):
+    spec = importlib.util.spec_from_file_location(Path(path).stem, ROOT / path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.mark.parametrize("path", CONFIGS, ids=[str(p.relative_to(ROOT / "recipes")) for p in CONFIGS])
 def test_recipe_config_loads_and_names_shared_data(path):
     config = Config.load(path)
     for name in (config.data.train, config.data.dev):
-        assert name.startswith("../shared/data/"), name
-        if SHARED.is_dir():
+        assert name.startswith(("../shared/data/", "runs/")), name
+        if name.startswith("../shared/data/") and SHARED.is_dir():
             assert (ROOT / name).is_file(), name
+        if name.startswith("runs/"):  # made by a script of the recipe: the config says which
+            assert f"--out {Path(name).parent}" in path.read_text(encoding="utf-8"), name
     assert config.train.seed is not None and config.train.threads == 2
+    if config.train.init_from:  # the start model is trained by a command of the recipe's README
+        readme = (path.parent / "README.md").read_text(encoding="utf-8")
+        assert f"--out {config.train.init_from}" in readme, config.train.init_from
 
 
 def test_every_recipe_has_a_readme_naming_its_configs():
@@ -25,3 +43,63 @@ def test_every_recipe_has_a_readme_naming_its_configs():
         readme = (folder / "README.md").read_text(encoding="utf-8")
         for config in folder.glob("*.yaml"):
             assert config.name in readme, f"{folder.name}/README.md does not mention {config.name}"
+
+
+def _write_conversation(data: Path, split: str, messages: list[str]) -> None:
+    pairs, lines = [], []
+    for turn in range(1, len(messages)):
+        pairs.append(f"{messages[turn - 1]}\t{messages[turn]}\n")
+        lines.append(json.dumps({"context": messages[max(0, turn - 5):turn], "response": messages[turn]},
+                                ensure_ascii=False) + "\n")
+    (data / f"{split}.tsv").write_text("".join(pairs), encoding="utf-8")
+    (data / f"{split}.context.jsonl").write_text("".join(lines), encoding="utf-8")
+
+
+def test_context_pairs_put_the_newest_message_first(tmp_path):
+    context_pairs = _script("recipes/kdconv-chat/context_pairs.py")
+    _write_conversation(tmp_path, "train", ["你好", "看过电影吗？", "看过。", "哪一部？"])
+    assert context_pairs.write_split(tmp_path, "train", tmp_path / "out", turns=2) == 3
+    rows = (tmp_path / "out" / "train.tsv").read_text(encoding="utf-8").splitlines()
+    assert rows == ["你好\t看过电影吗？", "看过电影吗？ ∥ 你好\t看过。", "看过。 ∥ 看过电影吗？\t哪一部？"]
+
+
+def test_context_pairs_refuse_files_that_do_not_match(tmp_path):
+    context_pairs = _script("recipes/kdconv-chat/context_pairs.py")
+    _write_conversation(tmp_path, "dev", ["a", "b", "c"])
+    (tmp_path / "dev.tsv").write_text("a\tb\nx\tc\n", encoding="utf-8")
+    with pytest.raises(SystemExit, match=r"dev.context.jsonl:2: does not match line 2"):
+        context_pairs.write_split(tmp_path, "dev", tmp_path / "out", turns=3)
+
+
+def test_title_fragments_are_the_title_cut_shuffled_and_thinned():
+    make_pairs = _script("recipes/csl-title/make_pairs.py")
+    rng = random.Random(5)
+    title = "基于深度学习的中文科技文献标题生成研究"
+    noisy = [make_pairs.shuffled_fragments(title, rng) for _ in range(200)]
+    assert all(Counter(n) <= Counter(title) for n in noisy)  # only the title's characters, none added
+    assert sum(n != title for n in noisy) > 190
+    assert 0.75 < sum(map(len, noisy)) / (200 * len(title)) < 0.95  # about 15% dropped
+    assert make_pairs.shuffled_fragments("ab", random.Random(1)) in {"ab", "ba", "a", "b"}
+
+
+def test_csl_pairs_keep_validation_and_test_apart(tmp_path, monkeypatch):
+    make_pairs = _script("recipes/csl-title/make_pairs.py")
+    csl, tang = tmp_path / "csl", tmp_path / "tang"
+    (csl / "orig").mkdir(parents=True)
+    tang.mkdir()
+    (csl / "train.tsv").write_text("".join(f"训练摘要{i}\t训练标题{i}\n" for i in range(5)), encoding="utf-8")
+    (csl / "dev.tsv").write_text("".join(f"开发摘要{i}\t开发标题{i}\n" for i in range(310)), encoding="utf-8")
+    (tang / "train.tsv").write_text("床前明月光\t静夜思\n", encoding="utf-8")
+    with gzip.open(csl / "orig" / "cls_ctg_train.tsv.gz", "wt", encoding="utf-8") as handle:
+        handle.write("to category\t太平天国私人便章考\t历史学\nto category\t短\t历史学\n")
+    out = tmp_path / "out"
+    monkeypatch.setattr(sys, "argv", ["make_pairs.py", "--csl", str(csl), "--tang", str(tang), "--out", str(out)])
+    make_pairs.main()
+    validation = (out / "validation.tsv").read_text(encoding="utf-8").splitlines()
+    in_domain = (out / "in-domain-train.tsv").read_text(encoding="utf-8").splitlines()
+    assert validation == [f"开发摘要{i}\t开发标题{i}" for i in range(300)]
+    assert in_domain == [f"训练摘要{i}\t训练标题{i}" for i in range(5)] + [f"开发摘要{i}\t开发标题{i}" for i in range(300, 310)]
+    pretrain = (out / "pretrain.tsv").read_text(encoding="utf-8").splitlines()
+    assert len(pretrain) == 1 + 5 + 1  # the poem, the training pairs, one title long enough to cut
+    assert "床前明月光\t静夜思" in pretrain and not any("开发" in row for row in pretrain)
+    assert [row.split("\t")[1] for row in pretrain].count("太平天国私人便章考") == 1

@@ -56,6 +56,7 @@ from transduce.training.checkpoint import (
     save_weights,
 )
 from transduce.training.early_stopping import BestTracker
+from transduce.training.init_from import load_start_weights, start_codec
 from transduce.training.interrupt import StopRequests
 from transduce.training.objective import TrainingObjective
 from transduce.training.optim import learning_rate, make_optimizer, set_learning_rate
@@ -129,7 +130,10 @@ class Trainer:
             check_same_run(config, self.out_dir)
             self.codec = TextCodec.load(config.data, self.out_dir)
         elif self.world.is_main:  # the other processes load what the first one built
-            self.codec = TextCodec.build(config.data, pair_reader(config, "train"))
+            if tc.init_from:
+                self.codec = start_codec(config, tc.init_from)
+            else:
+                self.codec = TextCodec.build(config.data, pair_reader(config, "train"))
             self.codec.save(self.out_dir)
         barrier(self.world)
         if resume_from is None and not self.world.is_main:
@@ -141,6 +145,9 @@ class Trainer:
 
         self.model = build_model(config.model, len(self.codec.src_vocab), len(self.codec.tgt_vocab),
                                  self.codec.source_to_target_ids()).to(self.device)
+        if resume_from is None and tc.init_from:
+            load_start_weights(self.model, tc.init_from, self.device)
+            self.log(f"starting from the weights of {tc.init_from}")
         self.precision = resolve_precision(tc.precision, self.device, config.model.arch)
         self.objective = TrainingObjective(self.model, tc.label_smoothing, config.model.coverage_weight,
                                            self.precision)

@@ -1,0 +1,70 @@
+"""Training sets for the CSL title variants that use more than the 1,998 computer-science pairs.
+
+`--in-domain`: the training pairs plus dev lines 301-1,000 (700 pairs from all fields of
+science, like the test set); dev lines 1-300 stay the validation set, the same 300 abstracts
+every other variant validates on. Test is untouched.
+
+`--pretrain`: pairs for a first run to fine-tune from: tang-poem-title's 53k poems -> titles,
+the training pairs, and denoising pairs made from the 8,000 titles of CSL's official training
+split (`orig/cls_ctg_train.tsv.gz`, titles without abstracts): the title cut into 2-4 pieces,
+shuffled, 15% of its characters dropped -> the title, so the decoder learns to write titles of
+every field of science, not only computer science.
+
+    python recipes/csl-title/make_pairs.py --out runs/csl-data
+"""
+from __future__ import annotations
+
+import argparse
+import gzip
+import random
+from pathlib import Path
+
+VALIDATION = 300  # dev lines kept for validation (the first ones, as `train.dev_max_sentences: 300` reads)
+
+
+def read_lines(path: Path) -> list[str]:
+    return path.read_text(encoding="utf-8").splitlines()
+
+
+def shuffled_fragments(title: str, rng: random.Random, drop: float = 0.15) -> str:
+    """The title in 2-4 pieces in another order, with about `drop` of its characters gone."""
+    pieces = min(len(title), rng.randint(2, 4))
+    cuts = sorted(rng.sample(range(1, len(title)), pieces - 1)) if pieces > 1 else []
+    parts = [title[a:b] for a, b in zip([0, *cuts], [*cuts, len(title)])]
+    rng.shuffle(parts)
+    kept = [c for c in "".join(parts) if rng.random() >= drop]
+    return "".join(kept) or title
+
+
+def official_titles(csl: Path) -> list[str]:
+    with gzip.open(csl / "orig" / "cls_ctg_train.tsv.gz", "rt", encoding="utf-8") as handle:
+        rows = [line.rstrip("\n").split("\t") for line in handle]
+    return [row[1].strip() for row in rows if len(row) == 3 and len(row[1].strip()) >= 4]
+
+
+def write(path: Path, rows: list[str]) -> None:
+    path.write_text("".join(row + "\n" for row in rows), encoding="utf-8")
+    print(f"{path}: {len(rows)} pairs")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--csl", default="../shared/data/csl-title")
+    parser.add_argument("--tang", default="../shared/data/tang-poem-title")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--seed", type=int, default=1234)
+    args = parser.parse_args()
+    csl, tang, out = Path(args.csl), Path(args.tang), Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    train, dev = read_lines(csl / "train.tsv"), read_lines(csl / "dev.tsv")
+    write(out / "in-domain-train.tsv", train + dev[VALIDATION:])
+    write(out / "validation.tsv", dev[:VALIDATION])
+    rng = random.Random(args.seed)
+    denoising = [f"{shuffled_fragments(t, rng)}\t{t}" for t in official_titles(csl)]
+    pretrain = read_lines(tang / "train.tsv") + train + denoising
+    rng.shuffle(pretrain)
+    write(out / "pretrain.tsv", pretrain)
+
+
+if __name__ == "__main__":
+    main()
