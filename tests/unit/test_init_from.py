@@ -2,6 +2,7 @@
 weights, learns its new data from there, resumes from its own checkpoints, and refuses a model
 it cannot start from with one line naming the setting."""
 import json
+import shutil
 
 import pytest
 import torch
@@ -98,3 +99,14 @@ def test_a_folder_without_a_model_is_refused(start_model, tmp_path):
     config = _config(start_model / "finetune.tsv", init_from=str(tmp_path))
     with pytest.raises(ConfigError, match=r"train.init_from: .* is not a model folder"):
         Trainer(config, tmp_path / "out", device="cpu", log=lambda _: None)
+
+
+def test_a_folder_written_before_a_setting_existed_reads_it_as_its_default(start_model, tmp_path):
+    older = tmp_path / "older"
+    shutil.copytree(start_model / "start", older, ignore=shutil.ignore_patterns("checkpoints"))
+    saved = json.loads((older / "config.json").read_text())
+    del saved["model"]["max_positions"]  # a key this version has and the folder's does not
+    (older / "config.json").write_text(json.dumps(saved))
+    trainer = Trainer(_config(start_model / "finetune.tsv", init_from=str(older)), tmp_path / "out",
+                      device="cpu", log=lambda _: None)
+    assert trainer.step == 0

@@ -8,7 +8,6 @@ setting may change. The weights are loaded once, at step 0; the optimizer starts
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -27,21 +26,17 @@ TOKENIZATION_KEYS = ("tokenizer", "shared_vocab")
 def check_start_model(config: Config, folder: str | Path) -> None:
     """Fail with the first setting that differs from the model in `folder` (one line, both values)."""
     folder = Path(folder)
-    try:
-        saved = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"train.init_from: {folder} is not a model folder ({folder / CONFIG_FILE}: "
-                          f"{exc.strerror or exc})") from None
-    except ValueError as exc:
-        raise ConfigError(f"train.init_from: {folder / CONFIG_FILE} is not valid JSON ({exc})") from None
+    if not (folder / CONFIG_FILE).is_file():
+        raise ConfigError(f"train.init_from: {folder} is not a model folder (no {CONFIG_FILE})")
     if not (folder / WEIGHTS_FILE).is_file():
         raise ConfigError(f"train.init_from: {folder} has no {WEIGHTS_FILE}")
+    saved = Config.load(folder / CONFIG_FILE).to_dict()  # defaults fill keys an older folder lacks
     current = config.to_dict()
     keys = [("data", key) for key in TOKENIZATION_KEYS]
     keys += [("model", key) for key in current["model"] if key not in FREE_MODEL_KEYS]
     for section, key in keys:
-        before, now = saved.get(section, {}).get(key), current[section][key]
-        if json.dumps(before) != json.dumps(now):
+        before, now = saved[section][key], current[section][key]
+        if before != now:
             raise ConfigError(f"train.init_from: {folder} was trained with {section}.{key}={before!r}, "
                               f"this config has {now!r}; they must match to start from its weights")
 
