@@ -88,6 +88,9 @@ class Encoding:
 class State(Encoding):
     attention = None
 
+    def reserve(self, columns: int) -> "State":
+        return self
+
 
 class RepeatingDecoder(torch.nn.Module):
     """Every step gives the same probabilities: left alone, search repeats its favourite tokens."""

@@ -73,6 +73,9 @@ class StubState:
     def select(self, indices: torch.Tensor) -> "StubState":
         return StubState(self.prefix[indices])
 
+    def reserve(self, columns: int) -> "StubState":
+        return self
+
 
 class StubDecoder:
     """The Seq2Seq protocol over lookup tables: the source's first token picks the table."""

@@ -241,3 +241,33 @@ def test_a_state_stays_valid_when_two_steps_branch_from_it_and_caches_grow():
     assert torch.allclose(lp_a, full[:, 35], atol=TOL) and torch.allclose(again_a, lp_a, atol=TOL)
     assert torch.allclose(next_a, full[:, 36], atol=TOL)
     assert not torch.allclose(lp_b, lp_a)
+
+
+def test_reserved_caches_are_sized_once_and_keep_their_room_through_select_and_cat():
+    """`reserve` sizes the caches for the whole output: steps then write in place (no copy,
+    the buffers stay the same), and rows selected or joined keep that room; the scores are
+    those of unreserved decoding."""
+    model = _model()
+    _, batch = _batch(tgt_lengths=(40, 40, 40, 40))
+    full, _ = decode_stepwise(model, batch)
+    with torch.no_grad():
+        enc = model.encode(batch.src, batch.src_mask, batch.src_lengths)
+        state = model.init_state(enc).reserve(41)
+        buffer = state.keys[0].data_ptr()
+        for t in range(35):  # past the unreserved initial room of 32 columns
+            lp, state = model.decode_step(batch.tgt_in[:, t], enc, state)
+            assert torch.allclose(lp, full[:, t], atol=TOL)
+        assert state.keys[0].data_ptr() == buffer and state.keys[0].size(2) == 41
+        rows = torch.tensor([3, 1])
+        picked = state.select(rows)
+        assert picked.keys[0].size(2) >= 41
+        lp, picked = model.decode_step(batch.tgt_in[rows, 35], enc.select(rows), picked)
+        assert torch.allclose(lp, full[rows, 35], atol=TOL)
+        fresh_enc = model.encode(batch.src[:1], batch.src_mask[:1], batch.src_lengths[:1])
+        joined = picked.cat(model.init_state(fresh_enc).reserve(50))
+        assert joined.keys[0].size(2) >= 36 + 50  # the newcomer's 50 columns after the 36 the others filled
+        joined_enc = enc.select(rows).cat(fresh_enc)
+        prev = torch.cat([batch.tgt_in[rows, 36], torch.full((1,), BOS)])
+        lp, _ = model.decode_step(prev, joined_enc, joined)
+    assert torch.allclose(lp[:2], full[rows, 36], atol=TOL)
+    assert torch.allclose(lp[2], full[0, 0], atol=TOL)

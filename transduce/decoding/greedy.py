@@ -54,7 +54,7 @@ def greedy_search(
             width = int(src_lengths[new.cpu()].max())
             new_enc = model.encode(src[new, :width], src_mask[new, :width], src_lengths[new.cpu()],
                                    None if src_ext is None else src_ext[new, :width])
-            new_state = model.init_state(new_enc)
+            new_state = model.init_state(new_enc).reserve(int(caps[new].max()) + 1)  # + EOS
             enc, state = (new_enc, new_state) if enc is None else (enc.cat(new_enc), state.cat(new_state))
             rows = torch.cat([rows, new])
             steps = torch.cat([steps, torch.zeros_like(new)])

@@ -51,8 +51,8 @@ def sample_search(
     Shape: src, src_mask, src_ext (B, S); src_lengths, caps (B,)"""
     B, device = src.size(0), src.device
     enc = model.encode(src, src_mask, src_lengths, src_ext)
-    state = model.init_state(enc)
     caps = caps.to(device)
+    state = model.init_state(enc).reserve(int(caps.max()) + 1)  # + EOS
     rows = torch.arange(B, device=device)
     out = torch.full((B, int(caps.max()) + 1), EOS, dtype=torch.long, device=device)
     total = torch.zeros(B, dtype=torch.float64, device=device)

@@ -47,7 +47,7 @@ def constrain(
         early = torch.as_tensor(step < min_length, device=log_probs.device)  # () or (N,)
         eos_before = log_probs[:, EOS].clone()
         log_probs[:, EOS] = torch.where(early, float("-inf"), eos_before)
-        stuck = ~torch.isfinite(log_probs).any(dim=1)  # ending beats emitting PAD
+        stuck = log_probs.amax(dim=1) == float("-inf")  # ending beats emitting PAD (amax: one fast pass)
         log_probs[:, EOS] = torch.where(stuck, eos_before, log_probs[:, EOS])
     if capped:
         log_probs[at_cap] = float("-inf")

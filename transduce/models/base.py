@@ -15,6 +15,9 @@ class DecoderState(Protocol):
 
     def select(self, indices: torch.Tensor) -> "DecoderState": ...
 
+    def reserve(self, columns: int) -> "DecoderState":
+        """The same state, prepared for up to `columns` more steps (a cache sized once)."""
+
 
 class EncoderState(Protocol):
     src_mask: torch.Tensor

@@ -1,12 +1,13 @@
 """Explicit decoding states: everything a decoder step needs, and nothing hidden in modules.
 
 Search only ever calls `select(indices)` on these (to repeat a source for each beam, to
-follow the surviving beams after pruning, to drop finished sentences) and `cat(other)` (to
-let new sentences into a running batch when others have finished).
+follow the surviving beams after pruning, to drop finished sentences), `cat(other)` (to
+let new sentences into a running batch when others have finished) and `reserve(columns)`
+(to say how many more tokens it may feed, so that caches are sized once).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -101,6 +102,10 @@ class RNNState:
             coverage=_select(self.coverage, indices),
         )
 
+    def reserve(self, columns: int) -> "RNNState":
+        """A recurrent state does not grow with the output: nothing to reserve."""
+        return self
+
     def cat(self, other: "RNNState") -> "RNNState":
         """Rows of both states (attention weights padded to the wider source)."""
         width = None
@@ -116,14 +121,6 @@ class RNNState:
             attention=_cat_rows(self.attention, other.attention, width),
             coverage=_cat_rows(self.coverage, other.coverage, cov_width),
         )
-
-
-def _pad_time_left(t: torch.Tensor, width: int) -> torch.Tensor:
-    """Zeros in front of dim 2 (cache time) up to `width`: the newest entries stay aligned."""
-    if t.size(2) == width:
-        return t
-    pad = t.new_zeros(t.size(0), t.size(1), width - t.size(2), t.size(3))
-    return torch.cat([pad, t], dim=2)
 
 
 def _pad_heads_source(t: torch.Tensor, width: int) -> torch.Tensor:
@@ -188,6 +185,8 @@ class TransformerState:
     no other step has written that column yet, else it works on a copy, so every state stays
     valid. Rows that joined a running batch later have fewer tokens: their caches are padded in
     front and `valid` marks the real entries (None while every row has all of its entries).
+    `reserved` is the number of columns a search said it may fill (`reserve`): buffers are
+    allocated, copied and grown to that size at once, not doubled step after step.
     Shape:
         keys, values: per layer (B, heads, capacity, d); positions: (B,) the next token's position
         valid: (B, length) bool or None; attention: (B, S) last layer's cross-attention (head average)
@@ -200,17 +199,35 @@ class TransformerState:
     valid: torch.Tensor | None = None
     attention: torch.Tensor | None = None
     written: list[int] = field(default_factory=lambda: [0], repr=False, compare=False)
+    reserved: int = 0
+
+    def reserve(self, columns: int) -> "TransformerState":
+        """This state, with room for `columns` more tokens now and in every later copy."""
+        reserved = self.length + columns
+        if reserved <= self.keys[0].size(2):
+            return replace(self, reserved=reserved)
+
+        def moved(buffer: torch.Tensor) -> torch.Tensor:
+            B, h, _, d = buffer.shape
+            grown = buffer.new_empty(B, h, reserved, d)
+            grown[:, :, : self.length] = buffer[:, :, : self.length]
+            return grown
+
+        return replace(self, keys=tuple(map(moved, self.keys)), values=tuple(map(moved, self.values)),
+                       written=[self.length], reserved=reserved)
 
     def room(self) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...], list[int]]:
         """Buffers whose column `length` the next step may write: these, or copies with twice the room."""
         capacity = self.keys[0].size(2)
         if self.written[0] == self.length < capacity:
             return self.keys, self.values, self.written
-        room = max(2 * capacity, self.length + 16)
+        room = max(2 * capacity, self.length + 16, self.reserved)
 
         def grown(buffer: torch.Tensor) -> torch.Tensor:
             B, h, _, d = buffer.shape
-            return torch.cat([buffer[:, :, : self.length], buffer.new_empty(B, h, room - self.length, d)], dim=2)
+            bigger = buffer.new_empty(B, h, room, d)
+            bigger[:, :, : self.length] = buffer[:, :, : self.length]
+            return bigger
 
         return tuple(map(grown, self.keys)), tuple(map(grown, self.values)), [self.length]
 
@@ -228,20 +245,29 @@ class TransformerState:
         valid = None
         if self.valid is not None:
             valid = torch.cat([self.valid, self.valid.new_ones(self.valid.size(0), 1)], dim=1)
-        return TransformerState(keys, values, self.positions + 1, self.length + 1, valid, attention, written)
+        return TransformerState(keys, values, self.positions + 1, self.length + 1, valid, attention, written,
+                                self.reserved)
 
     def select(self, indices: torch.Tensor) -> "TransformerState":
-        """The given rows, copied with the filled columns and a little room (not all of it: beam
-        search selects at every step, and copying unused room would double its cost)."""
-        kept = min(self.keys[0].size(2), self.length + SELECT_ROOM)
+        """The given rows in new buffers with the reserved room, or a little (beam search
+        selects at every step); only the filled columns are copied."""
+        capacity = max(self.length + SELECT_ROOM, self.reserved)
+
+        def picked(buffer: torch.Tensor) -> torch.Tensor:
+            _, h, _, d = buffer.shape
+            out = buffer.new_empty(indices.numel(), h, capacity, d)
+            torch.index_select(buffer[:, :, : self.length], 0, indices, out=out[:, :, : self.length])
+            return out
+
         state = TransformerState(
-            keys=tuple(k[:, :, :kept].index_select(0, indices) for k in self.keys),
-            values=tuple(v[:, :, :kept].index_select(0, indices) for v in self.values),
+            keys=tuple(map(picked, self.keys)),
+            values=tuple(map(picked, self.values)),
             positions=self.positions.index_select(0, indices),
             length=self.length,
             valid=_select(self.valid, indices),
             attention=_select(self.attention, indices),
             written=[self.length],
+            reserved=self.reserved,
         )
         return state._trimmed()
 
@@ -255,9 +281,17 @@ class TransformerState:
         if self.length != other.length or self.valid is not None or other.valid is not None:
             valid = torch.cat([_valid_padded(self, width), _valid_padded(other, width)])
 
+        wanted = max(self.reserved - self.length, other.reserved - other.length, 0)
+        capacity = width + max(wanted, SELECT_ROOM)
+
         def joined(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-            return torch.cat([_pad_time_left(a[:, :, : self.length], width),
-                              _pad_time_left(b[:, :, : other.length], width)])
+            """Both row sets in one buffer, shorter caches padded with zeros in front."""
+            h, d = a.size(1), a.size(3)
+            out = a.new_empty(a.size(0) + b.size(0), h, capacity, d)
+            for rows, buffer, filled in ((out[: a.size(0)], a, self.length), (out[a.size(0):], b, other.length)):
+                rows[:, :, : width - filled].zero_()
+                rows[:, :, width - filled : width] = buffer[:, :, :filled]
+            return out
 
         return TransformerState(
             keys=tuple(map(joined, self.keys, other.keys)),
@@ -267,6 +301,7 @@ class TransformerState:
             valid=valid,
             attention=_cat_rows(self.attention, other.attention, width_att),
             written=[width],
+            reserved=width + wanted,
         )
 
     def _trimmed(self) -> "TransformerState":
@@ -281,7 +316,7 @@ class TransformerState:
         values = tuple(v[:, :, first:] for v in self.values) if first else self.values
         length = self.length - first
         return TransformerState(keys, values, self.positions, length, None if bool(valid.all()) else valid,
-                                self.attention, [length])
+                                self.attention, [length], max(self.reserved - first, 0))
 
 
 def _valid_padded(state: TransformerState, width: int) -> torch.Tensor:

@@ -63,9 +63,11 @@ class MultiHeadAttention(nn.Module):
         return self.split(q), self.split(k), self.split(v)
 
     def keys_values(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Cross-attention: keys and values of the source. Shape: x (B, S, H) -> 2 x (B, h, S, d)"""
+        """Cross-attention: keys and values of the source, contiguous per head (every decoding
+        step reads them; strided ones would be copied by each product).
+        Shape: x (B, S, H) -> 2 x (B, h, S, d)"""
         k, v = self.key_value(x).chunk(2, dim=-1)
-        return self.split(k), self.split(v)
+        return self.split(k).contiguous(), self.split(v).contiguous()
 
     def queries(self, x: torch.Tensor) -> torch.Tensor:
         return self.split(self.query(x))
