@@ -19,6 +19,8 @@ from transduce.decoding.results import (
 )
 from transduce.decoding.scoring import constrain
 
+DROP_MULTIPLE = 8  # finished rows leave the batch by this many at a time
+
 
 @torch.inference_mode()
 def greedy_search(
@@ -79,7 +81,7 @@ def greedy_search(
             dead = rows.numel() - int(alive.sum())
             # drop finished rows by multiples of 8 (all of them at the end): the batch then takes
             # few distinct sizes, so kernels built for one size serve many steps
-            drop = dead if dead == rows.numel() else dead - dead % 8
+            drop = dead if dead == rows.numel() else dead - dead % DROP_MULTIPLE
             if drop:
                 finished = (~alive).nonzero().flatten()
                 kept_dead = finished[: dead - drop]
