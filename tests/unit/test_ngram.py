@@ -81,6 +81,9 @@ class Encoding:
     def select(self, indices: torch.Tensor) -> "Encoding":
         return Encoding(indices.numel())
 
+    def repeat_rows(self, times: int) -> "Encoding":
+        return Encoding(self.n * times)
+
     def cat(self, other: "Encoding") -> "Encoding":
         return Encoding(self.n + other.n)
 

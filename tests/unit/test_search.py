@@ -63,6 +63,9 @@ class StubEncoding:
     def select(self, indices: torch.Tensor) -> "StubEncoding":
         return StubEncoding(self.case[indices])
 
+    def repeat_rows(self, times: int) -> "StubEncoding":
+        return StubEncoding(self.case.repeat_interleave(times))
+
 
 class StubState:
     attention = None  # the stub has no attention weights

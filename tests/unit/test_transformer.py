@@ -271,3 +271,43 @@ def test_reserved_caches_are_sized_once_and_keep_their_room_through_select_and_c
         lp, _ = model.decode_step(prev, joined_enc, joined)
     assert torch.allclose(lp[:2], full[rows, 36], atol=TOL)
     assert torch.allclose(lp[2], full[0, 0], atol=TOL)
+
+
+def test_beams_share_their_sources_memory_and_decode_as_with_copies():
+    """`repeat_rows` lets the K beams of a sentence read one copy of its keys and values: the
+    scores and attention weights equal those of K real copies; selecting whole groups keeps the
+    sharing, any other selection (or `cat`) gives one row per decoder row."""
+    model = _model()
+    _, batch = _batch()
+    K = 3
+    copies = torch.arange(4).repeat_interleave(K)
+    steps = batch.tgt_in[copies, :3]
+    with torch.no_grad():
+        enc = model.encode(batch.src, batch.src_mask, batch.src_lengths)
+        shared, copied = enc.repeat_rows(K), enc.select(copies)
+        assert shared.group == K and shared.rows == 12 and shared.memory.size(0) == 4
+        results = []
+        for memory in (shared, copied):
+            state = model.init_state(memory)
+            for t in range(3):
+                lp, state = model.decode_step(steps[:, t], memory, state)
+            results.append((lp, state.attention))
+        assert torch.allclose(results[0][0], results[1][0], atol=TOL)
+        assert torch.allclose(results[0][1], results[1][1], atol=TOL)
+        whole = shared.select(torch.tensor([6, 7, 8, 0, 1, 2]))  # sentences 2 and 0
+        assert whole.group == K and torch.equal(whole.src_mask, enc.src_mask[[2, 0]])
+        mixed = shared.select(torch.tensor([4, 0, 11]))
+        assert mixed.group == 1 and torch.equal(mixed.src_mask, enc.src_mask[[1, 0, 3]])
+        joined = shared.cat(enc)
+        assert joined.group == 1 and joined.rows == 16 and torch.equal(joined.keys[0][:12], copied.keys[0])
+
+
+def test_repeat_rows_copies_for_models_whose_scores_read_each_row():
+    """A prior or copying reads per-row tensors at every step: their memories are copied."""
+    model = _model(source_prior=True)
+    _, batch = _batch()
+    with torch.no_grad():
+        enc = model.encode(batch.src, batch.src_mask, batch.src_lengths)
+    repeated = enc.repeat_rows(2)
+    assert repeated.group == 1 and repeated.prior.size(0) == 8
+    assert torch.equal(repeated.prior, enc.prior.repeat_interleave(2, dim=0))

@@ -29,7 +29,7 @@ def beam_search(
     """
     B, K, device = src.size(0), beam, src.device
     enc = model.encode(src, src_mask, src_lengths, src_ext)
-    enc = enc.select(torch.arange(B, device=device).repeat_interleave(K))  # (B*K, ...)
+    enc = enc.repeat_rows(K)  # (B*K, ...): the K beams of a sentence are consecutive rows
     state = model.init_state(enc)
     sentences = list(range(B))  # original sentence of each live group of K rows
     live_caps = caps.to(device)

@@ -24,6 +24,9 @@ class EncoderState(Protocol):
 
     def select(self, indices: torch.Tensor) -> "EncoderState": ...
 
+    def repeat_rows(self, times: int) -> "EncoderState":
+        """Each row `times` times in a row, as `select(arange(B).repeat_interleave(times))`."""
+
 
 class Seq2Seq(Protocol):
     def encode(

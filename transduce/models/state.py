@@ -62,6 +62,10 @@ class EncoderOutput:
             src_ext=_select(self.src_ext, indices),
         )
 
+    def repeat_rows(self, times: int) -> "EncoderOutput":
+        """Every row `times` times in a row (beams of one source)."""
+        return self.select(torch.arange(self.memory.size(0), device=self.memory.device).repeat_interleave(times))
+
     def cat(self, other: "EncoderOutput") -> "EncoderOutput":
         """Rows of both, sources padded to the wider one (padded positions are masked)."""
         width = max(self.memory.size(1), other.memory.size(1))
@@ -138,6 +142,8 @@ class TransformerMemory:
         memory: (B, S, H); src_mask: (B, S) True on real tokens
         keys, values: per decoder layer (B, heads, S, d), the cross-attention projections
         prior: (B, V) the source-vocabulary prior ŷ, or None
+    `group` > 1 (beam search, `repeat_rows`): each of these rows serves that many consecutive
+    decoder rows, which attend to one copy of the source's keys and values instead of one each.
     """
 
     memory: torch.Tensor
@@ -146,8 +152,38 @@ class TransformerMemory:
     values: tuple[torch.Tensor, ...]
     prior: torch.Tensor | None = None
     src_ext: torch.Tensor | None = None  # (B, S) extended ids of the source tokens, for copying
+    group: int = 1
+
+    @property
+    def rows(self) -> int:
+        """Decoder rows this memory serves."""
+        return self.memory.size(0) * self.group
+
+    def repeat_rows(self, times: int) -> "TransformerMemory":
+        """Every row `times` times in a row, as `select(arange(B).repeat_interleave(times))`;
+        without a prior or copying (whose scores read per-row tensors) nothing is copied."""
+        if self.prior is not None or self.src_ext is not None:
+            return self.select(torch.arange(self.rows, device=self.memory.device).repeat_interleave(times))
+        return replace(self, group=self.group * times)
 
     def select(self, indices: torch.Tensor) -> "TransformerMemory":
+        if self.group > 1:
+            g = self.group
+            if indices.numel() % g == 0:  # whole groups, in order: select the shared rows
+                groups = indices.view(-1, g)
+                sources = torch.div(groups[:, 0], g, rounding_mode="floor")
+                if torch.equal(groups, sources.unsqueeze(1) * g + torch.arange(g, device=indices.device)):
+                    return replace(self._rows(sources), group=g)
+            return self._rows(torch.div(indices, g, rounding_mode="floor"))
+        return self._rows(indices)
+
+    def _ungrouped(self) -> "TransformerMemory":
+        """One row per decoder row."""
+        if self.group == 1:
+            return self
+        return self._rows(torch.arange(self.rows, device=self.memory.device) // self.group)
+
+    def _rows(self, indices: torch.Tensor) -> "TransformerMemory":
         return TransformerMemory(
             memory=self.memory.index_select(0, indices),
             src_mask=self.src_mask.index_select(0, indices),
@@ -159,6 +195,8 @@ class TransformerMemory:
 
     def cat(self, other: "TransformerMemory") -> "TransformerMemory":
         """Rows of both, sources padded to the wider one (padded positions are masked)."""
+        if self.group > 1 or other.group > 1:
+            return self._ungrouped().cat(other._ungrouped())
         width = max(self.memory.size(1), other.memory.size(1))
         return TransformerMemory(
             memory=_cat_rows(self.memory, other.memory, width),

@@ -159,25 +159,34 @@ class DecoderLayer(nn.Module):
     def step(
         self, x: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, length: int,
         cross_kv: tuple[torch.Tensor, torch.Tensor], src_mask: torch.Tensor, self_mask: torch.Tensor | None,
-        weights: bool = False,
+        weights: bool = False, group: int = 1,
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
         """One new token: its key/value go into column `length` of the cache buffers (in place),
         then it attends over columns [0, length]. `self_mask` marks valid cache entries (None =
-        all). Returns what `forward` returns.
-        Shape: x (B, 1, H); keys, values (B, h, capacity, d); cross_kv (B, h, S, d) each
+        all); `group` consecutive rows share one row of `cross_kv` and `src_mask` (beams of one
+        source). Returns what `forward` returns.
+        Shape: x (B, 1, H); keys, values (B, h, capacity, d); cross_kv (B / group, h, S, d) each
         """
         q, k, v = self.self_attention.project(self.sub_self.before(x))  # (B, h, 1, d) each
         keys[:, :, length : length + 1] = k
         values[:, :, length : length + 1] = v
         attended = self.self_attention(q, keys[:, :, : length + 1], values[:, :, : length + 1], self_mask)[0]
         x = self.sub_self.after(x, attended)
-        return self._cross_and_feed_forward(x, cross_kv, src_mask, weights)
+        return self._cross_and_feed_forward(x, cross_kv, src_mask, weights, group)
 
     def _cross_and_feed_forward(
-        self, x: torch.Tensor, cross_kv: tuple[torch.Tensor, torch.Tensor], src_mask: torch.Tensor, weights: bool
+        self, x: torch.Tensor, cross_kv: tuple[torch.Tensor, torch.Tensor], src_mask: torch.Tensor, weights: bool,
+        group: int = 1,
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
-        q = self.cross_attention.queries(self.sub_cross.before(x))
-        context, attention = self.cross_attention(q, *cross_kv, src_mask, weights=weights)
+        q = self.cross_attention.queries(self.sub_cross.before(x))  # (N, h, T, d)
+        if group == 1:
+            context, attention = self.cross_attention(q, *cross_kv, src_mask, weights=weights)
+        else:  # one step (T = 1): each source's beams become its `group` queries, (N / group, h, group, d)
+            N, h, _, d = q.shape
+            grouped = q.reshape(N // group, group, h, d).transpose(1, 2)
+            context, attention = self.cross_attention(grouped, *cross_kv, src_mask, weights=True)  # small: explicit
+            context = context.reshape(N, 1, -1)
+            attention = attention.reshape(N, 1, -1) if weights else None
         x = self.sub_cross.after(x, context)
         return self.sub_ff.after(x, self.feed_forward(self.sub_ff.before(x))), attention, context
 
@@ -251,7 +260,7 @@ class TransformerSeq2Seq(TeacherForcedScoring, nn.Module):
 
     # ---- decoder -------------------------------------------------------------------------
     def init_state(self, enc: TransformerMemory) -> TransformerState:
-        B, device = enc.memory.size(0), enc.memory.device
+        B, device = enc.rows, enc.memory.device
         heads, head_dim = self.cfg.heads, self.cfg.hidden // self.cfg.heads
         layers = range(len(self.decoder_layers))
         room = 32  # cache columns before the first growth (doubling)
@@ -277,7 +286,7 @@ class TransformerSeq2Seq(TeacherForcedScoring, nn.Module):
         last = len(self.decoder_layers) - 1
         for i, layer in enumerate(self.decoder_layers):
             x, attention, context = layer.step(x, keys[i], values[i], state.length, (enc.keys[i], enc.values[i]),
-                                               src_mask, self_mask, weights=i == last)
+                                               src_mask, self_mask, weights=i == last, group=enc.group)
         out = self.decoder_norm(x).squeeze(1)  # (B, H)
         attention = attention.squeeze(1)  # (B, S)
         new_state = state.advanced(keys, values, written, attention)
