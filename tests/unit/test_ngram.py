@@ -94,6 +94,12 @@ class State(Encoding):
     def reserve(self, columns: int) -> "State":
         return self
 
+    def select(self, indices: torch.Tensor) -> "State":
+        return State(indices.numel())
+
+    def reorder(self, indices: torch.Tensor) -> "State":
+        return self.select(indices)
+
 
 class RepeatingDecoder(torch.nn.Module):
     """Every step gives the same probabilities: left alone, search repeats its favourite tokens."""

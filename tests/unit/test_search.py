@@ -79,6 +79,9 @@ class StubState:
     def reserve(self, columns: int) -> "StubState":
         return self
 
+    def reorder(self, indices: torch.Tensor) -> "StubState":
+        return self.select(indices)
+
 
 class StubDecoder:
     """The Seq2Seq protocol over lookup tables: the source's first token picks the table."""

@@ -311,3 +311,28 @@ def test_repeat_rows_copies_for_models_whose_scores_read_each_row():
     repeated = enc.repeat_rows(2)
     assert repeated.group == 1 and repeated.prior.size(0) == 8
     assert torch.equal(repeated.prior, enc.prior.repeat_interleave(2, dim=0))
+
+
+def test_reorder_reuses_the_buffers_of_the_state_before_and_decodes_as_select():
+    """Beam search reorders at every step and drops the old state: `reorder` writes into the
+    buffers of the state reordered before (no fresh memory per step) with the scores of `select`."""
+    model = _model()
+    _, batch = _batch(tgt_lengths=(40, 40, 40, 40))
+    order = torch.tensor([1, 0, 3, 2])
+    with torch.no_grad():
+        enc = model.encode(batch.src, batch.src_mask, batch.src_lengths)
+        results, storages = [], []
+        for reuse in (True, False):
+            state, kept = model.init_state(enc), []  # every state kept alive: no address is freed
+            for t in range(36):
+                lp, state = model.decode_step(batch.tgt_in[:, t], enc, state)
+                for _ in range(2):  # there and back: the batch's order again
+                    state = state.reorder(order) if reuse else state.select(order)
+                    kept.append(state)
+            results.append(lp)
+            storages.append({s.keys[0].untyped_storage().data_ptr() for s in kept})
+    assert torch.allclose(results[0], results[1], atol=TOL)
+    full, _ = decode_stepwise(model, batch)
+    assert torch.allclose(results[0], full[:, 35], atol=TOL)
+    # two buffers take turns, fresh ones only when the length outgrows them (doubling); select: 72 new ones
+    assert len(storages[0]) <= 8 and len(storages[1]) == 72

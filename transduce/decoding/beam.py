@@ -85,7 +85,7 @@ def beam_search(
         history = torch.cat([history[rows], tokens[keep_t].view(-1, 1)], dim=1)
         if step_weights is not None:
             weights = torch.cat([weights[rows], step_weights[rows].unsqueeze(1)], dim=1)  # (n'*K, t, S)
-        state = state.select(rows)
+        state = state.reorder(rows)  # this step's state is not needed again
         if len(keep) < n:
             enc = enc.select((keep_t.unsqueeze(1) * K + torch.arange(K, device=device)).view(-1))
             sentences = [sentences[i] for i in keep]

@@ -89,7 +89,7 @@ def greedy_search(
                 rows, steps, tok, alive = rows[keep], steps[keep], tok[keep], alive[keep]
                 if not rows.numel() and admitted >= B:
                     break
-                enc, state = enc.select(keep), state.select(keep)
+                enc, state = enc.select(keep), state.reorder(keep)
         prev = tok
     weights_by_sentence = recorder.per_sentence(B, src_lengths) if recorder is not None else None
     return hypotheses_from_buffers(out, total, lengths, length_penalty, length_alpha, weights_by_sentence)

@@ -78,7 +78,7 @@ def sample_search(
             if not keep.numel():
                 break
             rows, tok = rows[keep], tok[keep]
-            enc, state = enc.select(keep), state.select(keep)
+            enc, state = enc.select(keep), state.reorder(keep)
         prev = tok
     weights_by_sentence = recorder.per_sentence(B, src_lengths) if recorder is not None else None
     return hypotheses_from_buffers(out, total, lengths, length_penalty, length_alpha, weights_by_sentence)

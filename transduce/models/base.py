@@ -15,6 +15,9 @@ class DecoderState(Protocol):
 
     def select(self, indices: torch.Tensor) -> "DecoderState": ...
 
+    def reorder(self, indices: torch.Tensor) -> "DecoderState":
+        """`select` when this state is not used again: its memory may be reused."""
+
     def reserve(self, columns: int) -> "DecoderState":
         """The same state, prepared for up to `columns` more steps (a cache sized once)."""
 

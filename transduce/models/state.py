@@ -106,6 +106,10 @@ class RNNState:
             coverage=_select(self.coverage, indices),
         )
 
+    def reorder(self, indices: torch.Tensor) -> "RNNState":
+        """`select` for a search that drops this state at once."""
+        return self.select(indices)
+
     def reserve(self, columns: int) -> "RNNState":
         """A recurrent state does not grow with the output: nothing to reserve."""
         return self
@@ -238,6 +242,8 @@ class TransformerState:
     attention: torch.Tensor | None = None
     written: list[int] = field(default_factory=lambda: [0], repr=False, compare=False)
     reserved: int = 0
+    spare: tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]] | None = field(
+        default=None, repr=False, compare=False)  # buffers `reorder` may fill next
 
     def reserve(self, columns: int) -> "TransformerState":
         """This state, with room for `columns` more tokens now and in every later copy."""
@@ -284,28 +290,45 @@ class TransformerState:
         if self.valid is not None:
             valid = torch.cat([self.valid, self.valid.new_ones(self.valid.size(0), 1)], dim=1)
         return TransformerState(keys, values, self.positions + 1, self.length + 1, valid, attention, written,
-                                self.reserved)
+                                self.reserved, self.spare)
 
     def select(self, indices: torch.Tensor) -> "TransformerState":
         """The given rows in new buffers with the reserved room, or a little (beam search
         selects at every step); only the filled columns are copied."""
-        capacity = max(self.length + SELECT_ROOM, self.reserved)
+        return self._picked(indices, reuse=False)
 
-        def picked(buffer: torch.Tensor) -> torch.Tensor:
+    def reorder(self, indices: torch.Tensor) -> "TransformerState":
+        """`select` for a search that drops this state at once (beam search at every step,
+        greedy search when sentences finish): the rows go into the buffers of the state that
+        was reordered before, when they fit, and this state's buffers are kept for the next
+        reorder. Fresh memory at every step would cost more than the copy (page faults), and
+        so would growing the copies bit by bit: fresh buffers here get twice the filled length."""
+        return self._picked(indices, reuse=True)
+
+    def _picked(self, indices: torch.Tensor, reuse: bool) -> "TransformerState":
+        n, length = indices.numel(), self.length
+        spare = self.spare if reuse else None
+        if spare is not None and (spare[0][0].size(0) < n or spare[0][0].size(2) <= length):
+            spare = None  # too few rows or columns: fresh buffers
+        capacity = max(length + SELECT_ROOM, self.reserved, 2 * length if reuse else 0)
+
+        def picked(buffer: torch.Tensor, into: torch.Tensor | None) -> torch.Tensor:
             _, h, _, d = buffer.shape
-            out = buffer.new_empty(indices.numel(), h, capacity, d)
-            torch.index_select(buffer[:, :, : self.length], 0, indices, out=out[:, :, : self.length])
+            out = into[:n] if into is not None else buffer.new_empty(n, h, capacity, d)
+            torch.index_select(buffer[:, :, :length], 0, indices, out=out[:, :, :length])
             return out
 
+        into_keys, into_values = spare if spare is not None else ((None,) * len(self.keys),) * 2
         state = TransformerState(
-            keys=tuple(map(picked, self.keys)),
-            values=tuple(map(picked, self.values)),
+            keys=tuple(map(picked, self.keys, into_keys)),
+            values=tuple(map(picked, self.values, into_values)),
             positions=self.positions.index_select(0, indices),
-            length=self.length,
+            length=length,
             valid=_select(self.valid, indices),
             attention=_select(self.attention, indices),
-            written=[self.length],
+            written=[length],
             reserved=self.reserved,
+            spare=(self.keys, self.values) if reuse else None,
         )
         return state._trimmed()
 
@@ -354,7 +377,7 @@ class TransformerState:
         values = tuple(v[:, :, first:] for v in self.values) if first else self.values
         length = self.length - first
         return TransformerState(keys, values, self.positions, length, None if bool(valid.all()) else valid,
-                                self.attention, [length], max(self.reserved - first, 0))
+                                self.attention, [length], max(self.reserved - first, 0), self.spare)
 
 
 def _valid_padded(state: TransformerState, width: int) -> torch.Tensor:
