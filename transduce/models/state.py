@@ -174,7 +174,7 @@ class TransformerMemory:
         if self.group > 1:
             g = self.group
             if indices.numel() % g == 0:  # whole groups, in order: select the shared rows
-                groups = indices.view(-1, g)
+                groups = indices.reshape(-1, g)
                 sources = torch.div(groups[:, 0], g, rounding_mode="floor")
                 if torch.equal(groups, sources.unsqueeze(1) * g + torch.arange(g, device=indices.device)):
                     return replace(self._rows(sources), group=g)
