@@ -336,3 +336,22 @@ def test_reorder_reuses_the_buffers_of_the_state_before_and_decodes_as_select():
     assert torch.allclose(results[0], full[:, 35], atol=TOL)
     # two buffers take turns, fresh ones only when the length outgrows them (doubling); select: 72 new ones
     assert len(storages[0]) <= 8 and len(storages[1]) == 72
+
+
+def test_a_reservation_past_the_limit_grows_by_doubling_beyond_it(monkeypatch):
+    """Caches are reserved up to RESERVE_LIMIT columns (GPU memory is committed at once); a longer
+    output grows them as an unreserved one does, with the same scores."""
+    from transduce.models import state as state_module
+
+    monkeypatch.setattr(state_module, "RESERVE_LIMIT", 8)
+    model = _model()
+    _, batch = _batch(tgt_lengths=(40, 40, 40, 40))
+    full, _ = decode_stepwise(model, batch)
+    with torch.no_grad():
+        enc = model.encode(batch.src, batch.src_mask, batch.src_lengths)
+        state = model.init_state(enc).reserve(10_000)
+        assert state.reserved == 8
+        for t in range(40):  # past the initial 32 columns
+            lp, state = model.decode_step(batch.tgt_in[:, t], enc, state)
+            assert torch.allclose(lp, full[:, t], atol=TOL)
+    assert state.keys[0].size(2) >= 40

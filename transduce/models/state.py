@@ -215,6 +215,8 @@ class TransformerMemory:
 
 
 SELECT_ROOM = 16  # empty cache columns a selected state keeps
+RESERVE_LIMIT = 512  # cache columns reserved up front at most; longer outputs grow the caches by doubling
+# (a CPU commits only the memory a step writes, a GPU all of it)
 
 
 @dataclass
@@ -246,8 +248,9 @@ class TransformerState:
         default=None, repr=False, compare=False)  # buffers `reorder` may fill next
 
     def reserve(self, columns: int) -> "TransformerState":
-        """This state, with room for `columns` more tokens now and in every later copy."""
-        reserved = self.length + columns
+        """This state, with room for `columns` more tokens (at most RESERVE_LIMIT) now and in
+        every later copy."""
+        reserved = self.length + min(columns, RESERVE_LIMIT)
         if reserved <= self.keys[0].size(2):
             return replace(self, reserved=reserved)
 
