@@ -243,15 +243,22 @@ def test_a_state_stays_valid_when_two_steps_branch_from_it_and_caches_grow():
     assert not torch.allclose(lp_b, lp_a)
 
 
-def test_reserved_caches_are_sized_once_and_keep_their_room_through_select_and_cat():
-    """`reserve` sizes the caches for the whole output: steps then write in place (no copy,
-    the buffers stay the same), and rows selected or joined keep that room; the scores are
-    those of unreserved decoding."""
+def _forty_tokens():
+    """A model, four 40-token targets, their full-pass scores and the encoded batch."""
     model = _model()
     _, batch = _batch(tgt_lengths=(40, 40, 40, 40))
     full, _ = decode_stepwise(model, batch)
     with torch.no_grad():
         enc = model.encode(batch.src, batch.src_mask, batch.src_lengths)
+    return model, batch, full, enc
+
+
+def test_reserved_caches_are_sized_once_and_keep_their_room_through_select_and_cat():
+    """`reserve` sizes the caches for the whole output: steps then write in place (no copy,
+    the buffers stay the same), and rows selected or joined keep that room; the scores are
+    those of unreserved decoding."""
+    model, batch, full, enc = _forty_tokens()
+    with torch.no_grad():
         state = model.init_state(enc).reserve(41)
         buffer = state.keys[0].data_ptr()
         for t in range(35):  # past the unreserved initial room of 32 columns
@@ -316,11 +323,9 @@ def test_repeat_rows_copies_for_models_whose_scores_read_each_row():
 def test_reorder_reuses_the_buffers_of_the_state_before_and_decodes_as_select():
     """Beam search reorders at every step and drops the old state: `reorder` writes into the
     buffers of the state reordered before (no fresh memory per step) with the scores of `select`."""
-    model = _model()
-    _, batch = _batch(tgt_lengths=(40, 40, 40, 40))
+    model, batch, full, enc = _forty_tokens()
     order = torch.tensor([1, 0, 3, 2])
     with torch.no_grad():
-        enc = model.encode(batch.src, batch.src_mask, batch.src_lengths)
         results, storages = [], []
         for reuse in (True, False):
             state, kept = model.init_state(enc), []  # every state kept alive: no address is freed
@@ -332,7 +337,6 @@ def test_reorder_reuses_the_buffers_of_the_state_before_and_decodes_as_select():
             results.append(lp)
             storages.append({s.keys[0].untyped_storage().data_ptr() for s in kept})
     assert torch.allclose(results[0], results[1], atol=TOL)
-    full, _ = decode_stepwise(model, batch)
     assert torch.allclose(results[0], full[:, 35], atol=TOL)
     # two buffers take turns, fresh ones only when the length outgrows them (doubling); select: 72 new ones
     assert len(storages[0]) <= 8 and len(storages[1]) == 72
@@ -344,11 +348,8 @@ def test_a_reservation_past_the_limit_grows_by_doubling_beyond_it(monkeypatch):
     from transduce.models import state as state_module
 
     monkeypatch.setattr(state_module, "RESERVE_LIMIT", 8)
-    model = _model()
-    _, batch = _batch(tgt_lengths=(40, 40, 40, 40))
-    full, _ = decode_stepwise(model, batch)
+    model, batch, full, enc = _forty_tokens()
     with torch.no_grad():
-        enc = model.encode(batch.src, batch.src_mask, batch.src_lengths)
         state = model.init_state(enc).reserve(10_000)
         assert state.reserved == 8
         for t in range(40):  # past the initial 32 columns

@@ -1,9 +1,11 @@
 """Explicit decoding states: everything a decoder step needs, and nothing hidden in modules.
 
-Search only ever calls `select(indices)` on these (to repeat a source for each beam, to
-follow the surviving beams after pruning, to drop finished sentences), `cat(other)` (to
-let new sentences into a running batch when others have finished) and `reserve(columns)`
-(to say how many more tokens it may feed, so that caches are sized once).
+Search only ever calls `select(indices)` on these (to follow the surviving beams after
+pruning, to drop finished sentences), `reorder(indices)` (the same, when the old state is
+not used again: its memory may be reused), `repeat_rows(times)` on an encoder output (a source
+for each beam), `cat(other)` (to let new sentences into a running batch when others have
+finished) and `reserve(columns)` (to say how many more tokens it may feed, so that caches are
+sized once).
 """
 from __future__ import annotations
 
@@ -253,26 +255,22 @@ class TransformerState:
         reserved = self.length + min(columns, RESERVE_LIMIT)
         if reserved <= self.keys[0].size(2):
             return replace(self, reserved=reserved)
-
-        def moved(buffer: torch.Tensor) -> torch.Tensor:
-            B, h, _, d = buffer.shape
-            grown = buffer.new_empty(B, h, reserved, d)
-            grown[:, :, : self.length] = buffer[:, :, : self.length]
-            return grown
-
-        return replace(self, keys=tuple(map(moved, self.keys)), values=tuple(map(moved, self.values)),
-                       written=[self.length], reserved=reserved)
+        keys, values, written = self._grown(reserved)
+        return replace(self, keys=keys, values=values, written=written, reserved=reserved)
 
     def room(self) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...], list[int]]:
         """Buffers whose column `length` the next step may write: these, or copies with twice the room."""
         capacity = self.keys[0].size(2)
         if self.written[0] == self.length < capacity:
             return self.keys, self.values, self.written
-        room = max(2 * capacity, self.length + 16, self.reserved)
+        return self._grown(max(2 * capacity, self.length + 16, self.reserved))
+
+    def _grown(self, capacity: int) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...], list[int]]:
+        """New buffers of `capacity` columns holding the filled ones, and their `written`."""
 
         def grown(buffer: torch.Tensor) -> torch.Tensor:
             B, h, _, d = buffer.shape
-            bigger = buffer.new_empty(B, h, room, d)
+            bigger = buffer.new_empty(B, h, capacity, d)
             bigger[:, :, : self.length] = buffer[:, :, : self.length]
             return bigger
 
