@@ -43,7 +43,8 @@ def test_copies_words_never_seen_in_training(tmp_path, name):
         # must learn to copy through the extended ids
         "data": {"train": str(tmp_path / "train.tsv"), "tokenizer": "word", "shared_vocab": True, "min_freq": 3},
         "model": MODELS[name],
-        "train": {"steps": 300, "batch_tokens": 600, "lr": 3e-3, "warmup": 20, "log_every": 50,
+        # 400 updates: at 300, one seed in ten still repeated a final name now and then (0.88 exact)
+        "train": {"steps": 400, "batch_tokens": 600, "lr": 3e-3, "warmup": 20, "log_every": 50,
                   "label_smoothing": 0.0, "eval_every": 0, "save_every": 0, "threads": 1, "progress": False,
                   "seed": 3},
         "decode": {"beam": 1, "max_length": 20},

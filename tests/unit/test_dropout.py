@@ -27,3 +27,13 @@ def test_training_keeps_expectation_and_is_seeded():
     b = Dropout(0.1).train()(x)
     assert torch.equal(a, b)
     assert abs(float(a.mean()) - 1.0) < 0.01
+
+
+def test_neighbouring_elements_drop_independently():
+    """Four elements share one 64-bit draw: each piece must be uniform on its own and unrelated."""
+    torch.manual_seed(5)
+    dropped = dropout_mask((400_000, 4), 0.3, torch.empty(0)) == 0
+    rates = dropped.float().mean(dim=0)
+    assert torch.all((rates - 0.3).abs() < 0.005), rates
+    both = (dropped[:, 0] & dropped[:, 1]).float().mean()
+    assert abs(float(both) - 0.09) < 0.003

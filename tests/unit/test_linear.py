@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from transduce.models.linear import Linear, linear
+from transduce.models.linear import Linear, linear, weight_gradient
 
 
 @pytest.mark.parametrize("shape", [(7, 5), (3, 4, 5), (0, 5)])
@@ -38,3 +38,19 @@ def test_bfloat16_and_autocast_take_torchs_path():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert layer(x).dtype == torch.bfloat16
     assert linear(x.bfloat16(), layer.weight.bfloat16()).dtype == torch.bfloat16
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="PyTorch built without oneDNN")
+def test_training_products_go_through_onednn():
+    x = torch.randn(4, 5, requires_grad=True)
+    w = torch.randn(6, 5, requires_grad=True)
+    assert type(linear(x, w).grad_fn).__name__ == "_OneDNNLinearBackward"
+
+
+@pytest.mark.parametrize("leading", [(9,), (2, 5)])
+def test_weight_gradient_sums_over_rows(leading):
+    g = torch.Generator().manual_seed(1)
+    grad, x = torch.randn(*leading, 6, generator=g), torch.randn(*leading, 4, generator=g)
+    ref = grad.reshape(-1, 6).t() @ x.reshape(-1, 4)
+    assert torch.allclose(weight_gradient(grad, x), ref, atol=1e-5)
+    assert torch.allclose(weight_gradient(grad.bfloat16(), x.bfloat16()).float(), ref, atol=0.2)

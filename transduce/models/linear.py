@@ -1,12 +1,14 @@
-"""Float32 linear maps on the CPU through oneDNN when decoding.
+"""Float32 linear maps on the CPU through oneDNN, in decoding and training.
 
-PyTorch runs float32 `F.linear` on the CPU through MKL's sgemm; on some x86 CPUs (AMD EPYC among
-them) that reaches about half the speed of oneDNN's matmul on the same products, at every size
+PyTorch runs float32 `F.linear` and `mm` on the CPU through MKL's sgemm; on some x86 CPUs (AMD EPYC
+among them) that reaches about half the speed of oneDNN's matmul on the same products, at every size
 from a decoding step's 48 rows to a training batch's thousands. `linear` takes oneDNN's kernel
 (`torch.ops.mkldnn._linear_pointwise`, the one PyTorch's own compiler uses for CPU linears) for
-float32 on the CPU when no gradient is needed (decoding, evaluation), and `F.linear` elsewhere;
-results agree to float32 rounding. Training keeps torch's path: with batch shapes changing at
-every step, oneDNN builds and caches a kernel per shape, which cost time and memory there.
+float32 on the CPU, and `F.linear` elsewhere (GPUs, mixed precision, strided weights); results
+agree to float32 rounding. In training all three products go through it: the forward one, the input
+gradient's (with the weight transposed into contiguous memory: a strided one would be reordered at
+every call) and the weight gradient's (`weight_gradient`: there the transposed views of both
+operands are handed over as they are; oneDNN's own reorder of them beats a copy by torch).
 """
 from __future__ import annotations
 
@@ -22,17 +24,53 @@ def _onednn(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = N
     return _ONEDNN_LINEAR(x, weight, bias, "none", [], "")
 
 
+class _OneDNNLinear(torch.autograd.Function):
+    """Training through oneDNN: the forward product and both gradients' products."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return _onednn(x, weight, bias)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        x, weight = ctx.saved_tensors
+        grad2 = grad.reshape(-1, grad.size(-1))  # (N, O)
+        grad_x = grad_w = grad_b = None
+        if ctx.needs_input_grad[0]:
+            grad_x = _onednn(grad2, weight.t().contiguous()).view(x.shape)  # (N, I)
+        if ctx.needs_input_grad[1]:
+            grad_w = weight_gradient(grad2, x)  # (O, I)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_b = grad2.sum(dim=0)
+        return grad_x, grad_w, grad_b
+
+
+def _onednn_takes(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Float32 operands on the CPU outside autocast: the products oneDNN is used for."""
+    return (_ONEDNN_LINEAR is not None and x.device.type == "cpu" and x.dtype == torch.float32
+            and weight.dtype == torch.float32 and not torch.is_autocast_enabled("cpu") and x.numel() > 0)
+
+
+def weight_gradient(grad: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Sum over rows of grad^T x, the gradient of a linear map's weight.
+    Shape: grad (..., O), x (..., I) -> (O, I)"""
+    grad2, x2 = grad.reshape(-1, grad.size(-1)), x.reshape(-1, x.size(-1))
+    if not _onednn_takes(x2, grad2):
+        return grad2.t() @ x2
+    return _onednn(grad2.t(), x2.t())
+
+
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """x @ weight^T + bias. Shape: x (..., I), weight (O, I), bias (O,) -> (..., O)
 
-    oneDNN for float32 on the CPU when no gradient is needed; torch's own path otherwise."""
-    if (_ONEDNN_LINEAR is None or x.device.type != "cpu" or x.dtype != torch.float32
-            or weight.dtype != torch.float32 or not weight.is_contiguous() or torch.is_autocast_enabled("cpu")
-            or not x.numel()):
+    oneDNN for float32 on the CPU with a contiguous weight; torch's own path otherwise."""
+    if not _onednn_takes(x, weight) or not weight.is_contiguous():
         return F.linear(x, weight, bias)
     if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad
                                     or (bias is not None and bias.requires_grad)):
-        return F.linear(x, weight, bias)
+        return _OneDNNLinear.apply(x, weight, bias)
     return _onednn(x, weight, bias)
 
 

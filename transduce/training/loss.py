@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import torch
 
+from transduce.models.linear import linear, weight_gradient
+
 
 class _SmoothedCrossEntropy(torch.autograd.Function):
     """Sum over rows of (1 - eps) * (lse - s_gold) + eps * (lse - mean(s)), and of lse - s_gold."""
@@ -72,10 +74,11 @@ class _LinearCrossEntropy(torch.autograd.Function):
         loss = features.new_zeros((), dtype=acc)
         nll = features.new_zeros((), dtype=acc)
         step = max(1, chunk_elements // V)
+        w_t = w.t().contiguous()  # (H, V): the features' gradient is a product with it
         for start in range(0, N, step):
             h, g = features[start:start + step], gold[start:start + step]
             rows = torch.arange(h.size(0), device=h.device)
-            logits = (h @ w.t() if b is None else torch.addmm(b, h, w.t())).to(acc)  # (c, V)
+            logits = linear(h, w, b).to(acc)  # (c, V)
             logits.sub_(logits.max(dim=1, keepdim=True).values)
             gold_logit = logits[rows, g]
             mean_logit = logits.mean(dim=1)
@@ -92,8 +95,8 @@ class _LinearCrossEntropy(torch.autograd.Function):
             grad[rows, g] -= 1.0 - smoothing
             grad_bias is not None and grad_bias.add_(grad.sum(dim=0))
             grad = grad.to(dtype)
-            grad_features[start:start + step] = grad @ w
-            grad_weight.add_((grad.t() @ h).to(acc))
+            grad_features[start:start + step] = linear(grad, w_t)
+            grad_weight.add_(weight_gradient(grad, h).to(acc))
         ctx.save_for_backward(grad_features, grad_weight, grad_bias)
         ctx.has_bias = bias is not None
         ctx.weight_dtype = weight.dtype
