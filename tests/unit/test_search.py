@@ -498,3 +498,19 @@ def test_attention_is_none_unless_asked_or_when_the_model_has_none():
     assert all(h.attention is None for h in greedy_search(StubDecoder(TABLES), *batch, attention=True))
     beams = beam_search(StubDecoder(TABLES), *batch, beam=2, nbest=2, attention=True)
     assert all(h.attention is None for row in beams for h in row)
+
+
+@pytest.mark.parametrize("arch", ["lstm", "transformer"])
+def test_beam_scores_the_first_step_once_per_sentence(arch):
+    """Before the first token a sentence's K beams are identical: the first step runs one row per
+    sentence, the next ones K; the hypotheses keep their full-pass log-probabilities."""
+    model = attention_model(arch)
+    rows, step = [], model.decode_step
+    model.decode_step = lambda prev, enc, state: (rows.append(prev.numel()), step(prev, enc, state))[1]
+    src, mask, lengths = pad(ATTENTION_SOURCES)
+    beams = beam_search(model, src, mask, lengths, torch.full((len(ATTENTION_SOURCES),), 6), beam=4, nbest=4)
+    assert rows[:2] == [len(ATTENTION_SOURCES), 4 * len(ATTENTION_SOURCES)]
+    del model.decode_step
+    for source, hyps in zip(ATTENTION_SOURCES, beams):
+        expected = score_all(model, source, [tuple(h.tokens) for h in hyps])
+        assert [h.log_prob for h in hyps] == pytest.approx(expected, abs=1e-5)

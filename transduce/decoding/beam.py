@@ -3,8 +3,10 @@
 Each step scores every extension of every live beam, keeps the 2K best per sentence, sets
 aside those among the first K that end with EOS (as fairseq does), and continues with the K
 best that do not. A sentence leaves the batch once it holds K finished hypotheses or reaches
-its length cap; the decoder state follows the survivors through `select` only, and so do
-the tokens (and, when asked, the attention weights) each live beam has generated.
+its length cap; the decoder state follows the survivors (`reorder`), and so do the tokens
+(and, when asked, the attention weights) each live beam has generated. The first step scores
+one row per sentence, its K beams being identical until they extend: K times fewer rows for
+one step of a short output's dozen or two.
 """
 from __future__ import annotations
 
@@ -28,9 +30,10 @@ def beam_search(
     Shape: src, src_mask, src_ext (B, S); src_lengths, caps (B,)
     """
     B, K, device = src.size(0), beam, src.device
-    enc = model.encode(src, src_mask, src_lengths, src_ext)
-    enc = enc.repeat_rows(K)  # (B*K, ...): the K beams of a sentence are consecutive rows
-    state = model.init_state(enc)
+    first_enc = model.encode(src, src_mask, src_lengths, src_ext)
+    enc = first_enc.repeat_rows(K)  # (B*K, ...): the K beams of a sentence are consecutive rows
+    # the first step runs one row per sentence (its K beams are identical until they extend)
+    state = model.init_state(first_enc)
     sentences = list(range(B))  # original sentence of each live group of K rows
     live_caps = caps.to(device)
     scores = torch.full((B, K), float("-inf"), device=device)
@@ -38,20 +41,22 @@ def beam_search(
     history = torch.empty((B * K, 0), dtype=torch.long, device=device)
     weights = None  # (n*K, t, S) attention weights of each live beam's tokens, when asked
     src_width = src_lengths.tolist()
-    prev = torch.full((B * K,), BOS, dtype=torch.long, device=device)
+    prev = torch.full((B,), BOS, dtype=torch.long, device=device)
     finished: list[list[Hypothesis]] = [[] for _ in range(B)]
     t = 0
     while sentences:
         n = len(sentences)
-        lp, state = model.decode_step(prev, enc, state)  # (n*K, V)
-        V = lp.size(-1)
-        at_cap = (live_caps <= t).repeat_interleave(K)
-        lp = constrain(lp.float(), t, min_length, at_cap, suppress_unk=suppress_unk, history=history,
+        lp, state = model.decode_step(prev, enc if t else first_enc, state)  # (n*R, V), R = K, or 1 at first
+        V, R = lp.size(-1), lp.size(0) // n
+        at_cap = (live_caps <= t).repeat_interleave(R)
+        lp = constrain(lp.float(), t, min_length, at_cap, suppress_unk=suppress_unk, history=history if t else None,
                        no_repeat_ngram=no_repeat_ngram)
-        step_weights = state.attention.float() if attention and state.attention is not None else None  # (n*K, S)
+        step_weights = state.attention.float() if attention and state.attention is not None else None  # (n*R, S)
+        if step_weights is not None and R < K:
+            step_weights = step_weights.repeat_interleave(K, dim=0)  # (n*K, S)
         if step_weights is not None and weights is None:
             weights = step_weights.new_empty((n * K, 0, step_weights.size(1)))
-        candidates = (scores.unsqueeze(2) + lp.view(n, K, V)).view(n, K * V)
+        candidates = (scores.unsqueeze(2) + lp.view(n, R, V)).view(n, K * V)
         top_scores, top_ids = candidates.topk(min(2 * K, K * V), dim=1)  # (n, 2K)
         top_beams, top_tokens = top_ids // V, top_ids % V
         is_eos = top_tokens.eq(EOS) & torch.isfinite(top_scores)
@@ -85,7 +90,7 @@ def beam_search(
         history = torch.cat([history[rows], tokens[keep_t].view(-1, 1)], dim=1)
         if step_weights is not None:
             weights = torch.cat([weights[rows], step_weights[rows].unsqueeze(1)], dim=1)  # (n'*K, t, S)
-        state = state.reorder(rows)  # this step's state is not needed again
+        state = state.reorder(rows if R == K else rows // K)  # this step's state is not needed again
         if len(keep) < n:
             enc = enc.select((keep_t.unsqueeze(1) * K + torch.arange(K, device=device)).view(-1))
             sentences = [sentences[i] for i in keep]
