@@ -1,5 +1,6 @@
-"""Dropout drawing its mask from raw random bits: the same regulariser as `nn.Dropout`, about three
-times as fast on CPU, where torch's Bernoulli sampling is a noticeable share of a training step.
+"""Dropout drawing its mask from raw random bits: the same regulariser as `nn.Dropout`, with masks
+drawn 2.4 times as fast as from uniform noise on CPU (and faster still than by Bernoulli sampling),
+where drawing them is a noticeable share of a training step.
 
 Torch's CPU generator runs serially, one draw per element; a 64-bit draw cut into four 16-bit
 numbers gives four elements' masks for one draw, and a comparison in integers replaces the float
