@@ -90,6 +90,7 @@ class ModelConfig:
     positions: str = "sinusoidal"  # Transformer: sinusoidal | learned
     max_positions: int = 1024  # Transformer with learned positions: longest sequence
     attention_dropout: float = 0.1  # Transformer: dropout on attention weights
+    init: str = "torch"  # Transformer weights: torch (PyTorch's default) | glorot (Glorot-uniform, as fairseq)
     share_embeddings: bool = False  # source embedding = target embedding (needs data.shared_vocab)
     tie_output: bool = True  # target embedding = output projection (needs embed_dim == hidden)
     source_prior: bool = False  # logits averaged with a learned scale-and-shift of the source's 0/1 token vector
@@ -102,6 +103,7 @@ class ModelConfig:
         _check_choice("model.attention", self.attention, ("dot", "general", "bahdanau"))
         _check_choice("model.norm", self.norm, ("pre", "post"))
         _check_choice("model.positions", self.positions, ("sinusoidal", "learned"))
+        _check_choice("model.init", self.init, ("glorot", "torch"))
         for key in ("embed_dim", "hidden", "encoder_layers", "decoder_layers", "heads", "ff_size", "max_positions"):
             _check_positive(f"model.{key}", getattr(self, key))
         _check_positive("model.coverage_weight", self.coverage_weight, allow_zero=True)

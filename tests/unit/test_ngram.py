@@ -84,8 +84,8 @@ class Encoding:
     def repeat_rows(self, times: int) -> "Encoding":
         return Encoding(self.n * times)
 
-    def cat(self, other: "Encoding") -> "Encoding":
-        return Encoding(self.n + other.n)
+    def put(self, slots: torch.Tensor, other: "Encoding") -> "Encoding":
+        return self
 
 
 class State(Encoding):

@@ -1,5 +1,5 @@
 """The Transformer: incremental decoding with caches equals the full pass (also after beam
-reordering and after rows join a running batch), padding changes nothing, both norms and
+reordering and after rows take the place of finished ones in a running batch), padding changes nothing, both norms and
 both position kinds work, attention weights are a distribution over real source tokens."""
 import itertools
 
@@ -99,32 +99,38 @@ def test_cache_reordering_follows_rows():
     assert torch.allclose(lp_r, lp2, atol=TOL)
 
 
-def test_rows_joining_a_running_batch_decode_as_alone():
-    """`cat` of a state 3 tokens in with a fresh one (caches padded in front) gives each row the
-    scores it gets alone; after the older rows leave, the padding is trimmed away."""
+def test_rows_taking_the_place_of_finished_ones_decode_as_alone():
+    """`put` of fresh sentences into rows 2 and 3 of a state 3 tokens in gives each row the
+    scores it gets alone: the newcomers' caches start at their rows' first column and the
+    columns past each row's own are masked. Selected rows keep that; once only rows of one
+    length are left, the state is no longer ragged."""
     model = _model()
     _, batch = _batch()
-    a, b = torch.tensor([0, 1]), torch.tensor([2, 3])
+    b = torch.tensor([2, 3])
     with torch.no_grad():
-        enc_a = model.encode(batch.src[a], batch.src_mask[a], batch.src_lengths[a])
-        state_a = model.init_state(enc_a)
+        enc = model.encode(batch.src, batch.src_mask, batch.src_lengths)
+        state = model.init_state(enc)
         for t in range(3):
-            _, state_a = model.decode_step(batch.tgt_in[a, t], enc_a, state_a)
-        width = int(batch.src_lengths[b].max())
+            _, state = model.decode_step(batch.tgt_in[:, t], enc, state)
+        width = int(batch.src_lengths[b].max())  # narrower than the running batch's sources
         enc_b = model.encode(batch.src[b, :width], batch.src_mask[b, :width], batch.src_lengths[b])
-        enc, state = enc_a.cat(enc_b), state_a.cat(model.init_state(enc_b))
-        assert state.valid is not None
-        prev = torch.cat([batch.tgt_in[a, 3], torch.full((2,), BOS)])
-        lp, state = model.decode_step(prev, enc, state)
-        lp_b2, state = model.decode_step(torch.cat([torch.full((2,), 5), batch.tgt_in[b, 1]]), enc, state)
-        only_b = state.select(torch.tensor([2, 3]))
-        assert only_b.valid is None and only_b.length == 2  # front padding trimmed
-    ref, _ = decode_stepwise(model, collate([Example(batch.src[i, :int(batch.src_lengths[i])].tolist(),
-                                                  batch.tgt_out[i][batch.tgt_mask[i]][:-1].tolist())
-                                          for i in range(4)]))
+        enc, state = enc.put(b, enc_b), state.put(b, model.init_state(enc_b))
+        assert state.ragged and state.length == 3 and state.positions.tolist() == [3, 3, 0, 0]
+        lp, state = model.decode_step(torch.cat([batch.tgt_in[:2, 3], torch.full((2,), BOS)]), enc, state)
+        lp2, state = model.decode_step(torch.cat([batch.tgt_in[:2, 4], batch.tgt_in[b, 1]]), enc, state)
+        mixed = state.select(torch.tensor([3, 1]))  # rows of 2 and 5 tokens, in new buffers
+        assert mixed.ragged and mixed.length == 5
+        lp_mixed, _ = model.decode_step(torch.stack([batch.tgt_in[3, 2], batch.tgt_in[1, 5]]),
+                                        enc.select(torch.tensor([3, 1])), mixed)
+        only_b = state.reorder(b)  # rows kept in order: moved up within the buffers
+        assert not only_b.ragged and only_b.length == 2 and only_b.keys[0].data_ptr() == state.keys[0].data_ptr()
+        lp3, _ = model.decode_step(batch.tgt_in[b, 2], enc.select(b), only_b)
+    ref, _ = decode_stepwise(model, batch)
     assert torch.allclose(lp[:2], ref[:2, 3], atol=TOL)
     assert torch.allclose(lp[2:], ref[2:, 0], atol=TOL)
-    assert torch.allclose(lp_b2[2:], ref[2:, 1], atol=TOL)
+    assert torch.allclose(lp2, torch.cat([ref[:2, 4], ref[2:, 1]]), atol=TOL)
+    assert torch.allclose(lp_mixed, torch.stack([ref[3, 2], ref[1, 5]]), atol=TOL)
+    assert torch.allclose(lp3, ref[2:, 2], atol=TOL)
 
 
 def test_streamed_greedy_equals_whole_batch_and_greedy_equals_beam_one():
@@ -253,9 +259,9 @@ def _forty_tokens():
     return model, batch, full, enc
 
 
-def test_reserved_caches_are_sized_once_and_keep_their_room_through_select_and_cat():
+def test_reserved_caches_are_sized_once_and_keep_their_room_through_select_and_put():
     """`reserve` sizes the caches for the whole output: steps then write in place (no copy,
-    the buffers stay the same), and rows selected or joined keep that room; the scores are
+    the buffers stay the same), and rows selected or put in keep that room; the scores are
     those of unreserved decoding."""
     model, batch, full, enc = _forty_tokens()
     with torch.no_grad():
@@ -271,19 +277,20 @@ def test_reserved_caches_are_sized_once_and_keep_their_room_through_select_and_c
         lp, picked = model.decode_step(batch.tgt_in[rows, 35], enc.select(rows), picked)
         assert torch.allclose(lp, full[rows, 35], atol=TOL)
         fresh_enc = model.encode(batch.src[:1], batch.src_mask[:1], batch.src_lengths[:1])
-        joined = picked.cat(model.init_state(fresh_enc).reserve(50))
-        assert joined.keys[0].size(2) >= 36 + 50  # the newcomer's 50 columns after the 36 the others filled
-        joined_enc = enc.select(rows).cat(fresh_enc)
-        prev = torch.cat([batch.tgt_in[rows, 36], torch.full((1,), BOS)])
+        slot = torch.tensor([1])
+        joined = picked.put(slot, model.init_state(fresh_enc).reserve(50))
+        assert joined.keys[0].size(2) >= 50 and joined.reserved == 50  # the newcomer's from the first column
+        joined_enc = enc.select(rows).put(slot, fresh_enc)
+        prev = torch.stack([batch.tgt_in[3, 36], torch.tensor(BOS)])
         lp, _ = model.decode_step(prev, joined_enc, joined)
-    assert torch.allclose(lp[:2], full[rows, 36], atol=TOL)
-    assert torch.allclose(lp[2], full[0, 0], atol=TOL)
+    assert torch.allclose(lp[0], full[3, 36], atol=TOL)
+    assert torch.allclose(lp[1], full[0, 0], atol=TOL)
 
 
 def test_beams_share_their_sources_memory_and_decode_as_with_copies():
     """`repeat_rows` lets the K beams of a sentence read one copy of its keys and values: the
     scores and attention weights equal those of K real copies; selecting whole groups keeps the
-    sharing, any other selection (or `cat`) gives one row per decoder row."""
+    sharing, any other selection (or `put`) gives one row per decoder row."""
     model = _model()
     _, batch = _batch()
     K = 3
@@ -305,8 +312,9 @@ def test_beams_share_their_sources_memory_and_decode_as_with_copies():
         assert whole.group == K and torch.equal(whole.src_mask, enc.src_mask[[2, 0]])
         mixed = shared.select(torch.tensor([4, 0, 11]))
         assert mixed.group == 1 and torch.equal(mixed.src_mask, enc.src_mask[[1, 0, 3]])
-        joined = shared.cat(enc)
-        assert joined.group == 1 and joined.rows == 16 and torch.equal(joined.keys[0][:12], copied.keys[0])
+        joined = shared.put(torch.tensor([0, 5]), enc.select(torch.tensor([3, 2])))
+        assert joined.group == 1 and joined.rows == 12 and torch.equal(joined.keys[0][1:5], copied.keys[0][1:5])
+        assert torch.equal(joined.keys[0][[0, 5]], enc.keys[0][[3, 2]])
 
 
 def test_repeat_rows_copies_for_models_whose_scores_read_each_row():
@@ -356,3 +364,62 @@ def test_a_reservation_past_the_limit_grows_by_doubling_beyond_it(monkeypatch):
             lp, state = model.decode_step(batch.tgt_in[:, t], enc, state)
             assert torch.allclose(lp, full[:, t], atol=TOL)
     assert state.keys[0].size(2) >= 40
+
+
+def test_streamed_greedy_keeps_one_cache_buffer_for_every_sentence():
+    """Sentences take the rows of finished ones in place, and rows that finish early leave before
+    outgrowing the room reserved for them: a stream of 24 sentences through 8 rows writes into
+    the buffers it reserved at the start, and decodes as the whole batch at once."""
+    model = _model(seed=5)
+    g = torch.Generator().manual_seed(6)
+    examples = [Example(torch.randint(4, SRC_V, (int(n),), generator=g).tolist(), None, i)
+                for i, n in enumerate(torch.randint(1, 9, (24,), generator=g))]
+    batch = collate(sorted(examples, key=lambda e: len(e.src), reverse=True))
+    caps = torch.randint(1, 15, (24,), generator=g).sort(descending=True).values  # as a length ratio gives them
+    storages = set()
+    step = model.decode_step
+
+    def recording_step(prev, enc, state):
+        storages.add(state.keys[0].untyped_storage().data_ptr())
+        return step(prev, enc, state)
+
+    args = (model, batch.src, batch.src_mask, batch.src_lengths, caps)
+    whole = greedy_search(*args)
+    model.decode_step = recording_step
+    streamed = greedy_search(*args, max_rows=8)
+    assert [h.tokens for h in streamed] == [h.tokens for h in whole]
+    assert len(storages) == 1
+
+
+def test_reordered_caches_give_back_the_rows_of_finished_sentences():
+    """Once far fewer rows are left than the buffers hold (beam search after most sentences of a
+    batch have finished), reordered rows go into buffers of their own size."""
+    model, batch, full, enc = _forty_tokens()
+    rows = torch.arange(4).repeat(40)  # 160 rows: 40 copies of each sentence
+    with torch.no_grad():
+        state = model.init_state(enc.select(rows))
+        for t in range(3):
+            _, state = model.decode_step(batch.tgt_in[rows, t], enc.select(rows), state)
+        assert state.keys[0].size(0) == 160
+        order = torch.tensor([2, 1, 0])
+        small = state.reorder(order).reorder(order)  # the second would fit in the first's 160-row buffers
+        held = small.keys[0].untyped_storage().nbytes() // small.keys[0][0].numel() // 4
+        assert held == 3
+        lp, _ = model.decode_step(batch.tgt_in[[0, 1, 2], 3], enc.select(torch.tensor([0, 1, 2])), small)
+    assert torch.allclose(lp, full[[0, 1, 2], 3], atol=TOL)
+
+
+def test_glorot_initialisation_draws_projections_from_their_glorot_range():
+    """model.init: glorot gives every projection the Glorot-uniform range of its own map (a fused
+    query/key/value projection is three maps) and zero biases; embeddings stay N(0, H^-1/2)."""
+    torch_init = _model(seed=2)
+    glorot = _model(seed=2, init="glorot")
+    attention = glorot.decoder_layers[0].self_attention
+    bound = 2 ** -0.5 * (6 / (16 + 16)) ** 0.5  # gain 1/sqrt(2), fan in 16, fan out 16 per map
+    for part in attention.qkv.weight.chunk(3):
+        assert part.abs().max() <= bound and part.abs().max() > 0.8 * bound
+    inner = glorot.encoder_layers[0].feed_forward.inner.weight  # 16 -> 32
+    assert inner.abs().max() <= (6 / 48) ** 0.5 and inner.abs().max() > 0.8 * (6 / 48) ** 0.5
+    assert not attention.qkv.bias.any() and not glorot.output.bias.any()
+    assert torch.equal(glorot.src_embed.weight, torch_init.src_embed.weight)
+    assert not torch.equal(attention.qkv.weight, torch_init.decoder_layers[0].self_attention.qkv.weight)

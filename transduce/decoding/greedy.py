@@ -1,11 +1,11 @@
 """Greedy search: the most probable token at each step, one incremental step per token.
 
 With `max_rows`, the batch runs as a stream: at most `max_rows` sentences decode at once, and
-whenever half of them have finished, the next sentences are encoded and join the running
-batch (their encoder outputs and states are concatenated in through `cat`). The long tail of
-a batch, where a few sentences keep going while the rest wait, disappears. Each row keeps
-its sentence's index, so outputs (and, when asked, attention weights) land in per-sentence
-buffers whichever rows come and go.
+as sentences finish, the next ones are encoded and take their rows (`put` on the encoder output
+and the state: nothing else is copied, and a Transformer's newcomers fill their rows' caches
+from the first column). The long tail of a batch, where a few sentences keep going while the
+rest wait, disappears. Each row keeps its sentence's index, so outputs (and, when asked,
+attention weights) land in per-sentence buffers whichever rows come and go.
 """
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ from transduce.decoding.results import (
 )
 from transduce.decoding.scoring import constrain
 
-DROP_MULTIPLE = 8  # finished rows leave the batch by this many at a time
+DROP_MULTIPLE = 8  # once every sentence has started, finished rows leave the batch by this many at a time
+REFILL = 8  # until then, the next sentences start once this many rows (an eighth of fewer) have finished
 
 
 @torch.inference_mode()
@@ -36,34 +37,58 @@ def greedy_search(
     Shape: src, src_mask, src_ext (B, S); src_lengths, caps (B,)
     """
     B, device = src.size(0), src.device
-    max_rows = max_rows or B
+    max_rows = min(max_rows or B, B)
     caps = caps.to(device)
     out = torch.full((B, int(caps.max()) + 1), EOS, dtype=torch.long, device=device)
     total = torch.zeros(B, dtype=torch.float64, device=device)
     lengths = torch.zeros(B, dtype=torch.long, device=device)  # generated tokens incl. EOS
-    rows = torch.empty(0, dtype=torch.long, device=device)  # original sentence of each live row
-    steps = torch.empty(0, dtype=torch.long, device=device)  # tokens generated so far, per live row
+    rows = torch.empty(0, dtype=torch.long, device=device)  # original sentence of each row
+    steps = torch.empty(0, dtype=torch.long, device=device)  # tokens generated so far, per row
     prev = torch.empty(0, dtype=torch.long, device=device)
-    alive = torch.empty(0, dtype=torch.bool, device=device)  # finished rows wait to be dropped together
+    alive = torch.empty(0, dtype=torch.bool, device=device)  # finished rows wait to be replaced or dropped
     enc = state = None
-    admitted = iterations = 0
+    admitted = 0
     recorder = StepAttention() if attention else None
+    refill = max(1, min(REFILL, max_rows // 8))
+
+    def start(new: torch.Tensor):
+        """Encode sentences `new` and their fresh decoder states."""
+        width = int(src_lengths[new.cpu()].max())
+        new_enc = model.encode(src[new, :width], src_mask[new, :width], src_lengths[new.cpu()],
+                               None if src_ext is None else src_ext[new, :width])
+        return new_enc, model.init_state(new_enc).reserve(int(caps[new].max()) + 1)  # + EOS
+
     while True:
-        room = max_rows - rows.numel()
-        if admitted < B and room > 0 and (not rows.numel() or room >= max_rows // 2):
-            new = torch.arange(admitted, min(B, admitted + room), device=device)
+        free = (~alive).nonzero().flatten()  # rows whose sentence has finished
+        # a finished row still feeds a token per step: it leaves before outgrowing its reserved room
+        expired = bool((steps[free] > caps[rows[free]]).any())
+        if admitted < B and (not rows.numel() or free.numel() >= refill or expired):
+            if not rows.numel():  # the first sentences
+                new = torch.arange(max_rows, device=device)
+                enc, state = start(new)
+                rows, steps, alive = new, torch.zeros_like(new), torch.ones_like(new, dtype=torch.bool)
+                prev = torch.full_like(new, BOS)
+            else:  # the next sentences take the rows of finished ones
+                slots = free[: B - admitted]
+                new = torch.arange(admitted, admitted + slots.numel(), device=device)
+                new_enc, new_state = start(new)
+                enc, state = enc.put(slots, new_enc), state.put(slots, new_state)
+                rows, steps = rows.index_put((slots,), new), steps.index_fill(0, slots, 0)
+                alive, prev = alive.index_fill(0, slots, True), prev.index_fill(0, slots, BOS)
             admitted += new.numel()
-            width = int(src_lengths[new.cpu()].max())
-            new_enc = model.encode(src[new, :width], src_mask[new, :width], src_lengths[new.cpu()],
-                                   None if src_ext is None else src_ext[new, :width])
-            new_state = model.init_state(new_enc).reserve(int(caps[new].max()) + 1)  # + EOS
-            enc, state = (new_enc, new_state) if enc is None else (enc.cat(new_enc), state.cat(new_state))
-            rows = torch.cat([rows, new])
-            steps = torch.cat([steps, torch.zeros_like(new)])
-            prev = torch.cat([prev, torch.full_like(new, BOS)])
-            alive = torch.cat([alive, torch.ones_like(new, dtype=torch.bool)])
+        elif admitted >= B and free.numel():  # no sentence left to take their rows: drop them
+            # by multiples of 8 (all of them at the end, or once one would outgrow its room): the
+            # batch then takes few distinct sizes, so kernels built for one size serve many steps
+            dead = free.numel()
+            drop = dead if dead == rows.numel() or expired else dead - dead % DROP_MULTIPLE
+            if drop == rows.numel():
+                break
+            if drop:
+                keep = torch.sort(torch.cat([alive.nonzero().flatten(), free[: dead - drop]])).values
+                rows, steps, prev, alive = rows[keep], steps[keep], prev[keep], alive[keep]
+                enc, state = enc.select(keep), state.reorder(keep)
         lp, state = model.decode_step(prev, enc, state)  # (n, V)
-        history = out[rows, :iterations] if no_repeat_ngram else None  # (n, iterations), each row's first `steps`
+        history = out[rows, :int(steps.max())] if no_repeat_ngram else None  # (n, t), each row's first `steps`
         lp = constrain(lp.float(), steps, min_length, caps[rows] <= steps, suppress_unk=suppress_unk,
                        history=history, no_repeat_ngram=no_repeat_ngram)
         best, tok = lp.max(dim=-1)  # (n,)
@@ -73,23 +98,10 @@ def greedy_search(
         out[live_rows, live_steps] = tok[alive]
         total[live_rows] += best[alive].double()
         steps = steps + 1
-        iterations += 1
         ended = tok.eq(EOS) & alive
         if bool(ended.any()):
             lengths[rows[ended]] = steps[ended]
             alive = alive & ~ended
-            dead = rows.numel() - int(alive.sum())
-            # drop finished rows by multiples of 8 (all of them at the end): the batch then takes
-            # few distinct sizes, so kernels built for one size serve many steps
-            drop = dead if dead == rows.numel() else dead - dead % DROP_MULTIPLE
-            if drop:
-                finished = (~alive).nonzero().flatten()
-                kept_dead = finished[: dead - drop]
-                keep = torch.sort(torch.cat([alive.nonzero().flatten(), kept_dead])).values
-                rows, steps, tok, alive = rows[keep], steps[keep], tok[keep], alive[keep]
-                if not rows.numel() and admitted >= B:
-                    break
-                enc, state = enc.select(keep), state.reorder(keep)
         prev = tok
     weights_by_sentence = recorder.per_sentence(B, src_lengths) if recorder is not None else None
     return hypotheses_from_buffers(out, total, lengths, length_penalty, length_alpha, weights_by_sentence)

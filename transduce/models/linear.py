@@ -12,9 +12,18 @@ operands are handed over as they are; oneDNN's own reorder of them beats a copy 
 """
 from __future__ import annotations
 
+import os
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+# oneDNN (and ideep, PyTorch's layer over it) keep a compiled kernel for every product shape they
+# meet, 1,024 each by default, each with its own buffers. Training meets a new row count at nearly
+# every batch (~900 MiB after 300 updates), decoding one per batch size and source width (~250 MiB
+# over a test set); rebuilding a kernel costs microseconds. Read when oneDNN first builds one.
+os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "16")
+os.environ.setdefault("LRU_CACHE_CAPACITY", "16")
 
 _ONEDNN_LINEAR = getattr(torch.ops.mkldnn, "_linear_pointwise", None) if torch.backends.mkldnn.is_available() \
     else None

@@ -3,9 +3,9 @@
 Search only ever calls `select(indices)` on these (to follow the surviving beams after
 pruning, to drop finished sentences), `reorder(indices)` (the same, when the old state is
 not used again: its memory may be reused), `repeat_rows(times)` on an encoder output (a source
-for each beam), `cat(other)` (to let new sentences into a running batch when others have
-finished) and `reserve(columns)` (to say how many more tokens it may feed, so that caches are
-sized once).
+for each beam), `put(slots, other)` (new sentences take the rows of finished ones in a running
+batch; the old object is not used again) and `reserve(columns)` (to say how many more tokens it
+may feed, so that caches are sized once).
 """
 from __future__ import annotations
 
@@ -26,12 +26,16 @@ def _pad_source(t: torch.Tensor, width: int) -> torch.Tensor:
     return torch.cat([t, pad], dim=1)
 
 
-def _cat_rows(a: torch.Tensor | None, b: torch.Tensor | None, width: int | None = None) -> torch.Tensor | None:
+def _put_rows(a: torch.Tensor | None, slots: torch.Tensor, b: torch.Tensor | None, sources: bool = False
+              ) -> torch.Tensor | None:
+    """A copy of `a` whose rows `slots` are b's rows; with `sources`, dim 1 holds source positions
+    and the narrower of the two is padded (zeros / False: masked positions)."""
     if a is None or b is None:
         return None
-    if width is not None:
+    if sources:
+        width = max(a.size(1), b.size(1))
         a, b = _pad_source(a, width), _pad_source(b, width)
-    return torch.cat([a, b], dim=0)
+    return a.index_put((slots,), b)
 
 
 @dataclass
@@ -68,18 +72,18 @@ class EncoderOutput:
         """Every row `times` times in a row (beams of one source)."""
         return self.select(torch.arange(self.memory.size(0), device=self.memory.device).repeat_interleave(times))
 
-    def cat(self, other: "EncoderOutput") -> "EncoderOutput":
-        """Rows of both, sources padded to the wider one (padded positions are masked)."""
-        width = max(self.memory.size(1), other.memory.size(1))
+    def put(self, slots: torch.Tensor, other: "EncoderOutput") -> "EncoderOutput":
+        """Rows `slots` replaced by other's rows (new sentences in the rows of finished ones);
+        sources padded to the wider of the two (padded positions are masked)."""
         return EncoderOutput(
-            memory=_cat_rows(self.memory, other.memory, width),
-            keys=_cat_rows(self.keys, other.keys, width),
-            src_mask=_cat_rows(self.src_mask, other.src_mask, width),
-            final=tuple(_cat_rows(a, b) for a, b in zip(self.final, other.final)),
+            memory=_put_rows(self.memory, slots, other.memory, sources=True),
+            keys=_put_rows(self.keys, slots, other.keys, sources=True),
+            src_mask=_put_rows(self.src_mask, slots, other.src_mask, sources=True),
+            final=tuple(_put_rows(a, slots, b) for a, b in zip(self.final, other.final)),
             final_cell=None if self.final_cell is None else tuple(
-                _cat_rows(a, b) for a, b in zip(self.final_cell, other.final_cell)),
-            prior=_cat_rows(self.prior, other.prior),
-            src_ext=_cat_rows(self.src_ext, other.src_ext, width),
+                _put_rows(a, slots, b) for a, b in zip(self.final_cell, other.final_cell)),
+            prior=_put_rows(self.prior, slots, other.prior),
+            src_ext=_put_rows(self.src_ext, slots, other.src_ext, sources=True),
         )
 
 
@@ -116,20 +120,14 @@ class RNNState:
         """A recurrent state does not grow with the output: nothing to reserve."""
         return self
 
-    def cat(self, other: "RNNState") -> "RNNState":
-        """Rows of both states (attention weights padded to the wider source)."""
-        width = None
-        if self.attention is not None and other.attention is not None:
-            width = max(self.attention.size(1), other.attention.size(1))
-        cov_width = None
-        if self.coverage is not None and other.coverage is not None:
-            cov_width = max(self.coverage.size(1), other.coverage.size(1))
+    def put(self, slots: torch.Tensor, other: "RNNState") -> "RNNState":
+        """Rows `slots` replaced by other's rows (attention weights padded to the wider source)."""
         return RNNState(
-            hidden=tuple(_cat_rows(a, b) for a, b in zip(self.hidden, other.hidden)),
-            cell=None if self.cell is None else tuple(_cat_rows(a, b) for a, b in zip(self.cell, other.cell)),
-            feed=_cat_rows(self.feed, other.feed),
-            attention=_cat_rows(self.attention, other.attention, width),
-            coverage=_cat_rows(self.coverage, other.coverage, cov_width),
+            hidden=tuple(_put_rows(a, slots, b) for a, b in zip(self.hidden, other.hidden)),
+            cell=None if self.cell is None else tuple(_put_rows(a, slots, b) for a, b in zip(self.cell, other.cell)),
+            feed=_put_rows(self.feed, slots, other.feed),
+            attention=_put_rows(self.attention, slots, other.attention, sources=True),
+            coverage=_put_rows(self.coverage, slots, other.coverage, sources=True),
         )
 
 
@@ -199,50 +197,72 @@ class TransformerMemory:
             src_ext=_select(self.src_ext, indices),
         )
 
-    def cat(self, other: "TransformerMemory") -> "TransformerMemory":
-        """Rows of both, sources padded to the wider one (padded positions are masked)."""
+    def put(self, slots: torch.Tensor, other: "TransformerMemory") -> "TransformerMemory":
+        """Rows `slots` replaced by other's rows (new sentences in the rows of finished ones), written
+        into these buffers, which the caller does not use again; a wider source widens them first
+        (padded positions are masked)."""
         if self.group > 1 or other.group > 1:
-            return self._ungrouped().cat(other._ungrouped())
-        width = max(self.memory.size(1), other.memory.size(1))
+            return self._ungrouped().put(slots, other._ungrouped())
+        width, S = self.memory.size(1), other.memory.size(1)
+        if S > width:
+            return self._widened(S).put(slots, other)
+        self.memory[slots, :S] = other.memory
+        for mine, theirs in zip(self.keys + self.values, other.keys + other.values):
+            mine[slots, :, :S] = theirs
         return TransformerMemory(
-            memory=_cat_rows(self.memory, other.memory, width),
-            src_mask=_cat_rows(self.src_mask, other.src_mask, width),
-            keys=tuple(torch.cat([_pad_heads_source(a, width), _pad_heads_source(b, width)])
-                       for a, b in zip(self.keys, other.keys)),
-            values=tuple(torch.cat([_pad_heads_source(a, width), _pad_heads_source(b, width)])
-                         for a, b in zip(self.values, other.values)),
-            prior=_cat_rows(self.prior, other.prior),
-            src_ext=_cat_rows(self.src_ext, other.src_ext, width),
+            memory=self.memory, src_mask=_put_rows(self.src_mask, slots, other.src_mask, sources=True),
+            keys=self.keys, values=self.values, prior=_put_rows(self.prior, slots, other.prior),
+            src_ext=_put_rows(self.src_ext, slots, other.src_ext, sources=True),
         )
+
+    def _widened(self, width: int) -> "TransformerMemory":
+        """The same rows with room for `width` source positions (the new ones masked)."""
+        return replace(self, memory=_pad_source(self.memory, width), src_mask=_pad_source(self.src_mask, width),
+                       keys=tuple(_pad_heads_source(k, width) for k in self.keys),
+                       values=tuple(_pad_heads_source(v, width) for v in self.values),
+                       src_ext=None if self.src_ext is None else _pad_source(self.src_ext, width))
 
 
 SELECT_ROOM = 16  # empty cache columns a selected state keeps
+SHRINK_ROWS = 64  # cache buffers of this many rows are kept however few of them are used
+COMPACT_ROWS = 64  # rows `reorder` moves one by one within the buffers at most (else: copies)
 RESERVE_LIMIT = 512  # cache columns reserved up front at most; longer outputs grow the caches by doubling
 # (a CPU commits only the memory a step writes, a GPU all of it)
+
+
+def _fits(buffer: torch.Tensor, rows: int, length: int) -> bool:
+    """Whether a cache buffer (a view of its first rows, maybe) can take `rows` rows of `length`
+    filled columns and the next one, without holding more than twice the rows: once most
+    sentences of a batch have finished, their rows' memory is given back."""
+    _, h, capacity, d = buffer.shape
+    held = buffer.untyped_storage().nbytes() // (h * capacity * d * buffer.element_size())
+    return rows <= buffer.size(0) and length < capacity and held <= max(2 * rows, SHRINK_ROWS)
 
 
 @dataclass
 class TransformerState:
     """Per-layer self-attention caches of the tokens fed so far, in buffers with room to grow.
 
-    Columns [0, length) of each buffer hold the keys/values of the fed tokens; a step writes
-    the next column in place (no copy of the cache per token) and attends over [0, length].
-    `written` is shared by the states that share the buffers: a step writes in place only when
-    no other step has written that column yet, else it works on a copy, so every state stays
-    valid. Rows that joined a running batch later have fewer tokens: their caches are padded in
-    front and `valid` marks the real entries (None while every row has all of its entries).
-    `reserved` is the number of columns a search said it may fill (`reserve`): buffers are
-    allocated, copied and grown to that size at once, not doubled step after step.
+    Row b's cache holds its tokens in columns [0, positions[b]). When every row has fed the same
+    number of tokens (`ragged` False: beam search, a fresh batch), that is `length` for all, a step
+    writes column `length` of every row and attends over [0, length]. Rows that took the place of
+    finished ones in a running batch (`put`) have fewer tokens: then each row writes its own column
+    and a mask hides the columns past it; `length` is the most any row holds. A step writes in
+    place (no copy of the cache per token) only when no other step has written that column of
+    these buffers yet (`written`, shared by the states that share the buffers), else it works on a
+    copy, so every state stays valid. `reserved` is the number of columns a search said it may
+    fill (`reserve`): buffers are allocated, copied and grown to that size at once, not doubled
+    step after step.
     Shape:
-        keys, values: per layer (B, heads, capacity, d); positions: (B,) the next token's position
-        valid: (B, length) bool or None; attention: (B, S) last layer's cross-attention (head average)
+        keys, values: per layer (B, heads, capacity, d); positions: (B,) tokens fed per row, also
+        the next token's position; attention: (B, S) last layer's cross-attention (head average)
     """
 
     keys: tuple[torch.Tensor, ...]
     values: tuple[torch.Tensor, ...]
     positions: torch.Tensor
     length: int = 0
-    valid: torch.Tensor | None = None
+    ragged: bool = False
     attention: torch.Tensor | None = None
     written: list[int] = field(default_factory=lambda: [0], repr=False, compare=False)
     reserved: int = 0
@@ -276,21 +296,23 @@ class TransformerState:
 
         return tuple(map(grown, self.keys)), tuple(map(grown, self.values)), [self.length]
 
+    def step_columns(self) -> torch.Tensor | None:
+        """The cache column each row's next token goes into: (B,), or None when it is `length` for all."""
+        return self.positions if self.ragged else None
+
     def step_mask(self) -> torch.Tensor | None:
-        """Which cache entries (plus the token being fed) a new query may attend to: (B, 1, 1, length + 1)."""
-        if self.valid is None:
+        """Which cache entries (plus the token being fed) a new query may attend to: (B, 1, 1, length + 1),
+        or None when all of them."""
+        if not self.ragged:
             return None
-        new = self.valid.new_ones(self.valid.size(0), 1)
-        return torch.cat([self.valid, new], dim=1)[:, None, None, :]
+        columns = torch.arange(self.length + 1, device=self.positions.device)
+        return (columns <= self.positions.unsqueeze(1))[:, None, None, :]
 
     def advanced(self, keys: tuple, values: tuple, written: list[int], attention: torch.Tensor | None
                  ) -> "TransformerState":
-        """The state after one more token, whose keys/values the layers wrote into column `length`."""
+        """The state after one more token per row, written into column `length` (or each row's own)."""
         written[0] = self.length + 1
-        valid = None
-        if self.valid is not None:
-            valid = torch.cat([self.valid, self.valid.new_ones(self.valid.size(0), 1)], dim=1)
-        return TransformerState(keys, values, self.positions + 1, self.length + 1, valid, attention, written,
+        return TransformerState(keys, values, self.positions + 1, self.length + 1, self.ragged, attention, written,
                                 self.reserved, self.spare)
 
     def select(self, indices: torch.Tensor) -> "TransformerState":
@@ -300,17 +322,48 @@ class TransformerState:
 
     def reorder(self, indices: torch.Tensor) -> "TransformerState":
         """`select` for a search that drops this state at once (beam search at every step,
-        greedy search when sentences finish): the rows go into the buffers of the state that
-        was reordered before, when they fit, and this state's buffers are kept for the next
-        reorder. Fresh memory at every step would cost more than the copy (page faults), and
-        so would growing the copies bit by bit: fresh buffers here get twice the filled length."""
+        greedy search and sampling when sentences finish). Rows kept in their order (increasing
+        indices) move up within these buffers, unless a second set of buffers already takes turns
+        with them. Other orders go into the buffers of the state that was reordered before, when
+        they fit, and this state's buffers are kept for the next reorder. Fresh memory at every
+        step would cost more than the copy (page faults), and so would growing the copies bit by
+        bit: fresh buffers here get twice the filled length."""
+        if self.spare is None and indices.numel() and bool((indices[1:] > indices[:-1]).all()):
+            moved = indices.numel() - int((indices == torch.arange(indices.numel(), device=indices.device)).sum())
+            if moved <= COMPACT_ROWS:
+                return self._compacted(indices)
         return self._picked(indices, reuse=True)
 
+    def _shape_of(self, positions: torch.Tensor) -> tuple[int, bool]:
+        """(length, ragged) of rows with these positions: the most any row holds, and whether some hold less."""
+        if not self.ragged or not positions.numel():
+            return self.length, False
+        shortest, longest = (int(v) for v in torch.aminmax(positions))
+        return longest, shortest != longest
+
+    def _compacted(self, indices: torch.Tensor) -> "TransformerState":
+        """Rows `indices` (increasing) moved up to rows 0..n-1 of these buffers, one row at a time:
+        each goes to a row at or above its own, which no row still to move is read from."""
+        positions = self.positions.index_select(0, indices)
+        length, ragged = self._shape_of(positions)
+        for row, source in enumerate(indices.tolist()):
+            if row != source:
+                for buffer in self.keys + self.values:
+                    buffer[row, :, :length] = buffer[source, :, :length]
+        n = indices.numel()
+        return TransformerState(
+            keys=tuple(k[:n] for k in self.keys), values=tuple(v[:n] for v in self.values), positions=positions,
+            length=length, ragged=ragged, attention=_select(self.attention, indices), written=[length],
+            reserved=self.reserved, spare=self.spare,
+        )
+
     def _picked(self, indices: torch.Tensor, reuse: bool) -> "TransformerState":
-        n, length = indices.numel(), self.length
+        n = indices.numel()
+        positions = self.positions.index_select(0, indices)
+        length, ragged = self._shape_of(positions)
         spare = self.spare if reuse else None
-        if spare is not None and (spare[0][0].size(0) < n or spare[0][0].size(2) <= length):
-            spare = None  # too few rows or columns: fresh buffers
+        if spare is not None and not _fits(spare[0][0], n, length):
+            spare = None  # too few rows or columns, or far too many rows: fresh buffers
         capacity = max(length + SELECT_ROOM, self.reserved, 2 * length if reuse else 0)
 
         def picked(buffer: torch.Tensor, into: torch.Tensor | None) -> torch.Tensor:
@@ -320,72 +373,29 @@ class TransformerState:
             return out
 
         into_keys, into_values = spare if spare is not None else ((None,) * len(self.keys),) * 2
-        state = TransformerState(
+        return TransformerState(
             keys=tuple(map(picked, self.keys, into_keys)),
             values=tuple(map(picked, self.values, into_values)),
-            positions=self.positions.index_select(0, indices),
+            positions=positions,
             length=length,
-            valid=_select(self.valid, indices),
+            ragged=ragged,
             attention=_select(self.attention, indices),
             written=[length],
             reserved=self.reserved,
             spare=(self.keys, self.values) if reuse else None,
         )
-        return state._trimmed()
 
-    def cat(self, other: "TransformerState") -> "TransformerState":
-        """Rows of both; the shorter caches are padded in front and marked invalid there."""
-        width = max(self.length, other.length)
-        width_att = None
-        if self.attention is not None and other.attention is not None:
-            width_att = max(self.attention.size(1), other.attention.size(1))
-        valid = None
-        if self.length != other.length or self.valid is not None or other.valid is not None:
-            valid = torch.cat([_valid_padded(self, width), _valid_padded(other, width)])
-
-        wanted = max(self.reserved - self.length, other.reserved - other.length, 0)
-        capacity = width + max(wanted, SELECT_ROOM)
-
-        def joined(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-            """Both row sets in one buffer, shorter caches padded with zeros in front."""
-            h, d = a.size(1), a.size(3)
-            out = a.new_empty(a.size(0) + b.size(0), h, capacity, d)
-            for rows, buffer, filled in ((out[: a.size(0)], a, self.length), (out[a.size(0):], b, other.length)):
-                rows[:, :, : width - filled].zero_()
-                rows[:, :, width - filled : width] = buffer[:, :, :filled]
-            return out
-
-        return TransformerState(
-            keys=tuple(map(joined, self.keys, other.keys)),
-            values=tuple(map(joined, self.values, other.values)),
-            positions=torch.cat([self.positions, other.positions]),
-            length=width,
-            valid=valid,
-            attention=_cat_rows(self.attention, other.attention, width_att),
-            written=[width],
-            reserved=width + wanted,
-        )
-
-    def _trimmed(self) -> "TransformerState":
-        """Drop leading cache columns that no row uses any more (rows that joined late and
-        outlived the longer ones); `valid` goes back to None once every entry is real."""
-        if self.valid is None:
-            return self
-        used = self.valid.any(dim=0)  # (length,)
-        first = int(used.long().argmax()) if bool(used.any()) else self.length
-        valid = self.valid[:, first:]
-        keys = tuple(k[:, :, first:] for k in self.keys) if first else self.keys
-        values = tuple(v[:, :, first:] for v in self.values) if first else self.values
-        length = self.length - first
-        return TransformerState(keys, values, self.positions, length, None if bool(valid.all()) else valid,
-                                self.attention, [length], max(self.reserved - first, 0), self.spare)
-
-
-def _valid_padded(state: TransformerState, width: int) -> torch.Tensor:
-    """(B, width) validity of a state's cache entries after padding in front to `width`."""
-    B, t = state.positions.size(0), state.length
-    valid = state.valid if state.valid is not None else torch.ones(B, t, dtype=torch.bool,
-                                                                   device=state.positions.device)
-    if t < width:
-        valid = torch.cat([valid.new_zeros(B, width - t), valid], dim=1)
-    return valid
+    def put(self, slots: torch.Tensor, other: "TransformerState") -> "TransformerState":
+        """Rows `slots` taken by other's rows (new sentences in the rows of finished ones), in these
+        buffers: a newcomer's tokens go to the first columns of its row, whatever the others hold.
+        The caller does not use this state again."""
+        positions = self.positions.index_put((slots,), other.positions)
+        length = int(positions.max())
+        reserved = max(self.reserved, other.reserved)  # both count columns from the first
+        keys, values = self.keys, self.values
+        if not length < keys[0].size(2) >= reserved:
+            keys, values, _ = self._grown(max(reserved, length + SELECT_ROOM))
+        for mine, theirs in zip(keys + values, other.keys + other.values):
+            mine[slots, :, : other.length] = theirs[:, :, : other.length]
+        return TransformerState(keys, values, positions, length, ragged=True, written=[length], reserved=reserved,
+                                spare=self.spare)

@@ -69,6 +69,15 @@ class MultiHeadAttention(nn.Module):
         k, v = self.key_value(x).chunk(2, dim=-1)
         return self.split(k).contiguous(), self.split(v).contiguous()
 
+    def reset_glorot(self) -> None:
+        """Glorot-uniform projections; queries, keys and values with gain 1/sqrt(2), as fairseq's."""
+        if hasattr(self, "qkv"):
+            glorot_(self.qkv, 3, 2 ** -0.5)
+        else:
+            glorot_(self.query, 1, 2 ** -0.5)
+            glorot_(self.key_value, 2, 2 ** -0.5)
+        glorot_(self.out)
+
     def queries(self, x: torch.Tensor) -> torch.Tensor:
         return self.split(self.query(x))
 
@@ -95,6 +104,16 @@ class MultiHeadAttention(nn.Module):
             ctx = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, dropout_p=p, is_causal=causal)
             averaged = None
         return self.out(ctx.transpose(1, 2).reshape(B, T, -1)), averaged
+
+
+def glorot_(linear: nn.Linear, blocks: int = 1, gain: float = 1.0) -> None:
+    """Glorot-uniform weights (Glorot & Bengio 2010) for each of `blocks` maps stacked in one
+    linear (fused query/key/value projections count as three), and a zero bias."""
+    with torch.no_grad():
+        for part in linear.weight.chunk(blocks, dim=0):
+            nn.init.xavier_uniform_(part, gain=gain)
+        if linear.bias is not None:
+            linear.bias.zero_()
 
 
 class FeedForward(nn.Module):
@@ -157,19 +176,26 @@ class DecoderLayer(nn.Module):
         return self._cross_and_feed_forward(x, cross_kv, src_mask, weights)
 
     def step(
-        self, x: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, length: int,
+        self, x: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, length: int, columns: torch.Tensor | None,
         cross_kv: tuple[torch.Tensor, torch.Tensor], src_mask: torch.Tensor, self_mask: torch.Tensor | None,
         weights: bool = False, group: int = 1,
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
-        """One new token: its key/value go into column `length` of the cache buffers (in place),
-        then it attends over columns [0, length]. `self_mask` marks valid cache entries (None =
-        all); `group` consecutive rows share one row of `cross_kv` and `src_mask` (beams of one
-        source). Returns what `forward` returns.
-        Shape: x (B, 1, H); keys, values (B, h, capacity, d); cross_kv (B / group, h, S, d) each
+        """One new token: its key/value go into column `length` of the cache buffers (in place), or
+        into each row's own column `columns`, then it attends over columns [0, length]. `self_mask`
+        marks valid cache entries (None = all); `group` consecutive rows share one row of `cross_kv`
+        and `src_mask` (beams of one source). Returns what `forward` returns.
+        Shape: x (B, 1, H); keys, values (B, h, capacity, d); columns (B,); cross_kv (B / group, h, S, d) each
         """
         q, k, v = self.self_attention.project(self.sub_self.before(x))  # (B, h, 1, d) each
-        keys[:, :, length : length + 1] = k
-        values[:, :, length : length + 1] = v
+        if columns is None:
+            keys[:, :, length : length + 1] = k
+            values[:, :, length : length + 1] = v
+        else:  # column `length` enters the window of every row: zeros where no row's token goes
+            # (a masked entry's weight is 0, but 0 x the garbage of unwritten memory may be NaN)
+            rows = torch.arange(x.size(0), device=x.device)
+            for cache, new in ((keys, k), (values, v)):
+                cache[:, :, length].zero_()
+                cache[rows, :, columns] = new.squeeze(2)  # (B, h, d)
         attended = self.self_attention(q, keys[:, :, : length + 1], values[:, :, : length + 1], self_mask)[0]
         x = self.sub_self.after(x, attended)
         return self._cross_and_feed_forward(x, cross_kv, src_mask, weights, group)
@@ -217,8 +243,23 @@ class TransformerSeq2Seq(TeacherForcedScoring, nn.Module):
             src_vocab_size, tgt_vocab_size, src_to_tgt)) if cfg.copy else None
         self.dropout = Dropout(cfg.dropout)
         self.scale = math.sqrt(cfg.hidden)
+        if cfg.init == "glorot":
+            self._reset_glorot()
         table = sinusoidal_positions(torch.arange(cfg.max_positions), cfg.hidden)
         self.register_buffer("sinusoids", table, persistent=False)  # fixed: not saved with the weights
+
+    def _reset_glorot(self) -> None:
+        """The projections of every layer Glorot-uniform with zero biases (embeddings keep their
+        N(0, H^-1/2)); PyTorch's default draws them about half as large."""
+        for module in self.modules():
+            if isinstance(module, MultiHeadAttention):
+                module.reset_glorot()
+            elif isinstance(module, FeedForward):
+                glorot_(module.inner)
+                glorot_(module.outer)
+        if self.output.bias is not None:
+            with torch.no_grad():
+                self.output.bias.zero_()
 
     def _embed(
         self, embed: nn.Embedding, tokens: torch.Tensor, positions: torch.Tensor, bound: int, side: str
@@ -281,12 +322,13 @@ class TransformerSeq2Seq(TeacherForcedScoring, nn.Module):
             positions, bound = positions.clamp(max=self.cfg.max_positions - 1), min(bound, self.cfg.max_positions)
         x = self._embed(self.tgt_embed, tokens, positions, bound, "target")  # (B, 1, H)
         src_mask = enc.src_mask[:, None, None, :]
-        self_mask = state.step_mask()  # (B, 1, 1, length + 1) or None
+        self_mask, columns = state.step_mask(), state.step_columns()  # (B, 1, 1, length + 1), (B,) or None
         keys, values, written = state.room()
         last = len(self.decoder_layers) - 1
         for i, layer in enumerate(self.decoder_layers):
-            x, attention, context = layer.step(x, keys[i], values[i], state.length, (enc.keys[i], enc.values[i]),
-                                               src_mask, self_mask, weights=i == last, group=enc.group)
+            x, attention, context = layer.step(x, keys[i], values[i], state.length, columns,
+                                               (enc.keys[i], enc.values[i]), src_mask, self_mask,
+                                               weights=i == last, group=enc.group)
         out = self.decoder_norm(x).squeeze(1)  # (B, H)
         attention = attention.squeeze(1)  # (B, S)
         new_state = state.advanced(keys, values, written, attention)

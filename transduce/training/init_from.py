@@ -3,8 +3,9 @@
 Pre-training on a large set and fine-tuning on a small one only works when the second run reads
 text with the first one's tokenizers and vocabularies and builds the same network, so those are
 taken from the folder, and the settings that decide them are checked against it before anything
-is trained. Regularisation (dropout, the coverage loss weight), lengths, data and every training
-setting may change. The weights are loaded once, at step 0; the optimizer starts afresh.
+is trained. Regularisation (dropout, the coverage loss weight), the initialisation (the weights
+replace it), lengths, data and every training setting may change. The weights are loaded once, at
+step 0; the optimizer starts afresh.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from transduce.data.codec import TextCodec
 from transduce.training.checkpoint import load_weights
 
 # model settings that do not change the shapes or the meaning of the weights
-FREE_MODEL_KEYS = frozenset({"dropout", "attention_dropout", "coverage_weight"})
+FREE_MODEL_KEYS = frozenset({"dropout", "attention_dropout", "coverage_weight", "init"})
 # data settings the saved tokenizers and vocabularies were made with
 TOKENIZATION_KEYS = ("tokenizer", "shared_vocab")
 

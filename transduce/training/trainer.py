@@ -107,11 +107,6 @@ class Trainer:
         self.world, self.device = join_world(pick_device(device))
         self.log = log if self.world.is_main else _silent  # one voice for a data-parallel run
         tc = config.train
-        # oneDNN (and ideep, PyTorch's layer over it) keep a compiled kernel for every product shape
-        # they meet, 1,024 each by default, each with its own buffers: with a new row count at every
-        # batch that is ~900 MiB after 300 updates; rebuilding one costs microseconds
-        os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "16")
-        os.environ.setdefault("LRU_CACHE_CAPACITY", "16")
         if tc.threads:
             torch.set_num_threads(tc.threads)
         seed_everything(tc.seed)
