@@ -33,7 +33,7 @@ def beam_search(
     first_enc = model.encode(src, src_mask, src_lengths, src_ext)
     enc = first_enc.repeat_rows(K)  # (B*K, ...): the K beams of a sentence are consecutive rows
     # the first step runs one row per sentence (its K beams are identical until they extend)
-    state = model.init_state(first_enc).reserve(int(caps.max()) + 1)  # + EOS: caches sized once
+    state = model.init_state(first_enc)
     sentences = list(range(B))  # original sentence of each live group of K rows
     live_caps = caps.to(device)
     scores = torch.full((B, K), float("-inf"), device=device)

@@ -7,7 +7,6 @@ import torch
 
 from transduce.config import DecodeConfig
 from transduce.data.batching import Example, collate, sentence_batches
-from transduce.decoding.allocator import release_free_memory
 from transduce.decoding.beam import beam_search
 from transduce.decoding.greedy import greedy_search
 from transduce.decoding.results import Hypothesis
@@ -55,7 +54,6 @@ def decode_examples(
                                    beam=max(cfg.beam, nbest), nbest=nbest, src_ext=batch.src_ext, **common)
             for ex, h in zip(group, hyps):
                 results[position[id(ex)]] = h
-            release_free_memory()  # what this batch freed, before the next one's different sizes
     finally:
         model.train(was_training)
     return results
