@@ -84,6 +84,9 @@ class Encoding:
     def repeat_rows(self, times: int) -> "Encoding":
         return Encoding(self.n * times)
 
+    def rearranged(self, sources: torch.Tensor) -> "Encoding":
+        return self.select(sources)
+
     def put(self, slots: torch.Tensor, other: "Encoding") -> "Encoding":
         return self
 
@@ -99,6 +102,9 @@ class State(Encoding):
 
     def reorder(self, indices: torch.Tensor) -> "State":
         return self.select(indices)
+
+    def rearranged(self, sources: torch.Tensor) -> "State":
+        return self.select(sources)
 
 
 class RepeatingDecoder(torch.nn.Module):

@@ -66,6 +66,9 @@ class StubEncoding:
     def repeat_rows(self, times: int) -> "StubEncoding":
         return StubEncoding(self.case.repeat_interleave(times))
 
+    def rearranged(self, sources: torch.Tensor) -> "StubEncoding":
+        return self.select(sources)
+
 
 class StubState:
     attention = None  # the stub has no attention weights
@@ -81,6 +84,9 @@ class StubState:
 
     def reorder(self, indices: torch.Tensor) -> "StubState":
         return self.select(indices)
+
+    def rearranged(self, sources: torch.Tensor) -> "StubState":
+        return self.select(sources)
 
 
 class StubDecoder:
@@ -514,3 +520,42 @@ def test_beam_scores_the_first_step_once_per_sentence(arch):
     for source, hyps in zip(ATTENTION_SOURCES, beams):
         expected = score_all(model, source, [tuple(h.tokens) for h in hyps])
         assert [h.log_prob for h in hyps] == pytest.approx(expected, abs=1e-5)
+
+
+def test_best_extensions_equal_the_full_top_k():
+    from transduce.decoding.beam import BLOCK, best_extensions
+    gen = torch.Generator().manual_seed(0)
+    for n, R, V in ((7, 5, 8001), (3, 1, 4 * BLOCK), (4, 5, 4 * BLOCK + 3), (2, 4, 1000)):
+        K = 5 if R != 4 else 4
+        log_probs = torch.log_softmax(3 * torch.randn(n * R, V, generator=gen), dim=1)
+        log_probs[:, :2] = float("-inf")  # as constrain leaves PAD and BOS
+        log_probs[0, 17:] = float("-inf")  # a row with few choices left
+        scores = torch.randn(n, K, generator=gen)
+        scores[-1, 2:] = float("-inf")  # beams that died
+        candidates = (scores.unsqueeze(2) + log_probs.view(n, R, V)).view(n, K * V)
+        expected, ids = candidates.topk(2 * K, dim=1)
+        got, beams, tokens = best_extensions(scores, log_probs, 2 * K)
+        assert torch.equal(got, expected)
+        assert torch.equal(beams, ids // V) and torch.equal(tokens, ids % V)
+
+
+def test_placed_keeps_sentences_in_their_rows_and_fills_the_holes_from_the_end():
+    from transduce.decoding.beam import placed
+    assert placed([0, 1, 2], 3) == [0, 1, 2]
+    assert placed([0, 2, 3, 5], 6) == [0, 5, 2, 3]  # 1 and 4 left: 5 takes the place of 1
+    assert placed([4, 5], 6) == [4, 5]  # nothing stays: every kept sentence moves
+    assert placed([1], 2) == [1]
+
+
+def test_beam_slots_keep_each_extended_beam_in_its_slot():
+    from transduce.decoding.beam import beam_slots
+    origins = torch.tensor([[0, 1, 2, 3, 4], [2, 2, 0, 2, 4], [3, 3, 3, 3, 3], [4, 3, 2, 1, 0]])
+    slots = beam_slots(origins)
+    for o, s in zip(origins.tolist(), slots.tolist()):
+        assert sorted(s) == list(range(5))  # a permutation of the extensions
+        placed_origins = [o[c] for c in s]
+        for beam in set(o):
+            assert placed_origins[beam] == beam  # an extension of beam j sits in slot j
+        # the first extension of each beam is the one that stays; later ones fill the others in order
+        assert s[o[0]] == 0
+    assert slots.tolist()[1] == [2, 1, 0, 3, 4]  # beam 2's first extension stays, the next take 1 and 3

@@ -423,3 +423,44 @@ def test_glorot_initialisation_draws_projections_from_their_glorot_range():
     assert not attention.qkv.bias.any() and not glorot.output.bias.any()
     assert torch.equal(glorot.src_embed.weight, torch_init.src_embed.weight)
     assert not torch.equal(attention.qkv.weight, torch_init.decoder_layers[0].self_attention.qkv.weight)
+
+
+def test_rearranged_moves_only_the_rows_that_change_in_place_and_decodes_as_select():
+    """Beam search drops finished sentences and places its beams so that few rows change:
+    `rearranged` copies those rows within the same buffers (caches, encoder outputs and
+    cross-attention keys/values) and decodes as `select` does."""
+    model = _model()
+    _, batch = _batch(src_lengths=(7, 3, 5, 1, 6, 2), tgt_lengths=(4, 6, 2, 3, 5, 4))
+    # rows 0, 2 and 4 stay; 1 takes row 5 (not read otherwise); 3 takes row 2 (which stays)
+    sources = torch.tensor([0, 5, 2, 2, 4])
+    with torch.no_grad():
+        enc = model.encode(batch.src, batch.src_mask, batch.src_lengths)
+        state = model.init_state(enc)
+        for t in range(2):
+            _, state = model.decode_step(batch.tgt_in[:, t], enc, state)
+        expected_enc, expected_state = enc.select(sources), state.select(sources)
+        lp_expected, _ = model.decode_step(batch.tgt_in[sources, 2], expected_enc, expected_state)
+        buffer = state.keys[0].untyped_storage().data_ptr()
+        memory = enc.keys[0].untyped_storage().data_ptr()
+        enc_r, state_r = enc.rearranged(sources), state.rearranged(sources)
+        assert state_r.keys[0].untyped_storage().data_ptr() == buffer
+        assert enc_r.keys[0].untyped_storage().data_ptr() == memory
+        lp_r, _ = model.decode_step(batch.tgt_in[sources, 2], enc_r, state_r)
+    assert torch.allclose(lp_r, lp_expected, atol=TOL)
+
+
+def test_rearranged_beams_share_their_source_rows():
+    """Grouped encoder outputs (one row per sentence for its K beams) move a sentence at a time."""
+    model = _model()
+    _, batch = _batch()
+    K = 3
+    with torch.no_grad():
+        enc = model.encode(batch.src, batch.src_mask, batch.src_lengths).repeat_rows(K)
+        sentences = torch.tensor([0, 3, 2])  # sentence 1 finished: the last one takes its place
+        rows = (sentences.unsqueeze(1) * K + torch.arange(K)).view(-1)
+        expected = enc.select(rows)  # first: rearranged writes into enc's buffers
+        moved = enc.rearranged(rows)
+    assert moved.group == K and moved.memory.size(0) == 3
+    for a, b in zip((moved.memory,) + moved.keys + moved.values, (expected.memory,) + expected.keys + expected.values):
+        assert torch.equal(a, b)
+    assert torch.equal(moved.src_mask, expected.src_mask)

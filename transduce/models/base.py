@@ -1,7 +1,8 @@
 """The Seq2Seq protocol that search, training and inference are written against.
 
 Search never asks which model it drives: it calls `encode` once, `init_state` once, then
-`decode_step` with only the newest token, and `select` on the encoder output and the state.
+`decode_step` with only the newest token, and `select` (or `reorder`, `rearranged`) on the encoder
+output and the state.
 """
 from __future__ import annotations
 
@@ -18,6 +19,10 @@ class DecoderState(Protocol):
     def reorder(self, indices: torch.Tensor) -> "DecoderState":
         """`select` when this state is not used again: its memory may be reused."""
 
+    def rearranged(self, sources: torch.Tensor) -> "DecoderState":
+        """`reorder(sources)` when no row that changes is read by another (sources[j] == i only
+        where sources[i] == i): the rows may be moved in place."""
+
     def reserve(self, columns: int) -> "DecoderState":
         """The same state, prepared for up to `columns` more steps (a cache sized once)."""
 
@@ -26,6 +31,10 @@ class EncoderState(Protocol):
     src_mask: torch.Tensor
 
     def select(self, indices: torch.Tensor) -> "EncoderState": ...
+
+    def rearranged(self, sources: torch.Tensor) -> "EncoderState":
+        """`select(sources)` when this object is not used again and no row that changes is read
+        by another (sources[j] == i only where sources[i] == i)."""
 
     def repeat_rows(self, times: int) -> "EncoderState":
         """Each row `times` times in a row, as `select(arange(B).repeat_interleave(times))`."""

@@ -2,7 +2,8 @@
 
 Search only ever calls `select(indices)` on these (to follow the surviving beams after
 pruning, to drop finished sentences), `reorder(indices)` (the same, when the old state is
-not used again: its memory may be reused), `repeat_rows(times)` on an encoder output (a source
+not used again: its memory may be reused), `rearranged(sources)` (the same again, when the
+rows that change are read by no other row: what changes is copied in place), `repeat_rows(times)` on an encoder output (a source
 for each beam), `put(slots, other)` (new sentences take the rows of finished ones in a running
 batch; the old object is not used again) and `reserve(columns)` (to say how many more tokens it
 may feed, so that caches are sized once).
@@ -38,6 +39,13 @@ def _put_rows(a: torch.Tensor | None, slots: torch.Tensor, b: torch.Tensor | Non
     return a.index_put((slots,), b)
 
 
+def moving_rows(sources: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The rows of `rearranged(sources)` that change, and the rows they take.
+    Shape: sources (m,) -> 2 x (moved,)"""
+    moving = (sources != torch.arange(sources.numel(), device=sources.device)).nonzero().squeeze(1)
+    return moving, sources.index_select(0, moving)
+
+
 @dataclass
 class EncoderOutput:
     """What the encoder computed once per source and every decoder step reads.
@@ -67,6 +75,10 @@ class EncoderOutput:
             prior=_select(self.prior, indices),
             src_ext=_select(self.src_ext, indices),
         )
+
+    def rearranged(self, sources: torch.Tensor) -> "EncoderOutput":
+        """`select(sources)`, for a caller that does not use this object again."""
+        return self.select(sources)
 
     def repeat_rows(self, times: int) -> "EncoderOutput":
         """Every row `times` times in a row (beams of one source)."""
@@ -115,6 +127,10 @@ class RNNState:
     def reorder(self, indices: torch.Tensor) -> "RNNState":
         """`select` for a search that drops this state at once."""
         return self.select(indices)
+
+    def rearranged(self, sources: torch.Tensor) -> "RNNState":
+        """`select(sources)`: a recurrent state is small, copying all of it costs little."""
+        return self.select(sources)
 
     def reserve(self, columns: int) -> "RNNState":
         """A recurrent state does not grow with the output: nothing to reserve."""
@@ -180,6 +196,30 @@ class TransformerMemory:
                     return replace(self._rows(sources), group=g)
             return self._rows(torch.div(indices, g, rounding_mode="floor"))
         return self._rows(indices)
+
+    def rearranged(self, sources: torch.Tensor) -> "TransformerMemory":
+        """`select(sources)` for a caller that does not use this object again and whose rows
+        that change are read by no other (sources[j] == i only where sources[i] == i): the
+        encoder's outputs and cross-attention keys and values of those rows are copied in place,
+        the others stay where they are. Beam search drops finished sentences so, moving the last
+        ones into their rows. Whole groups in order when grouped."""
+        g = self.group
+        if g > 1:
+            groups = sources.view(-1, g)
+            shared = torch.div(groups[:, 0], g, rounding_mode="floor")
+            if not torch.equal(groups, shared.unsqueeze(1) * g + torch.arange(g, device=sources.device)):
+                return self.select(sources)
+            sources = shared
+        moving, taken = moving_rows(sources)
+        m = sources.numel()
+        if moving.numel():
+            for buffer in (self.memory,) + self.keys + self.values:
+                buffer[moving] = buffer[taken]
+        return TransformerMemory(
+            memory=self.memory[:m], src_mask=self.src_mask.index_select(0, sources),
+            keys=tuple(k[:m] for k in self.keys), values=tuple(v[:m] for v in self.values),
+            prior=_select(self.prior, sources), src_ext=_select(self.src_ext, sources), group=g,
+        )
 
     def _ungrouped(self) -> "TransformerMemory":
         """One row per decoder row."""
@@ -333,6 +373,24 @@ class TransformerState:
             if moved <= COMPACT_ROWS:
                 return self._compacted(indices)
         return self._picked(indices, reuse=True)
+
+    def rearranged(self, sources: torch.Tensor) -> "TransformerState":
+        """`reorder(sources)` for a search whose rows that change are read by no other row
+        (sources[j] == i only where sources[i] == i): only those rows' caches are copied, in
+        place, and the rows past `sources` dropped. Beam search places its beams so (each beam
+        stays in its row when one of its extensions survives) and moves only the rest."""
+        m = sources.numel()
+        positions = self.positions.index_select(0, sources)
+        length, ragged = self._shape_of(positions)
+        moving, taken = moving_rows(sources)
+        if moving.numel():
+            for buffer in self.keys + self.values:
+                buffer[moving, :, :length] = buffer[taken, :, :length]
+        return TransformerState(
+            keys=tuple(k[:m] for k in self.keys), values=tuple(v[:m] for v in self.values), positions=positions,
+            length=length, ragged=ragged, attention=_select(self.attention, sources), written=[length],
+            reserved=self.reserved, spare=self.spare,
+        )
 
     def _shape_of(self, positions: torch.Tensor) -> tuple[int, bool]:
         """(length, ragged) of rows with these positions: the most any row holds, and whether some hold less."""

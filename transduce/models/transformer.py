@@ -3,7 +3,8 @@
 Attention runs through `scaled_dot_product_attention` (fused kernels on CPU and GPU). When
 decoding, each step feeds only the newest token: every decoder layer appends that token's
 key and value to its cache in the `TransformerState`, and the cross-attention keys and values
-are projected once per source in `encode`. Beam search reorders the caches with `select`.
+are projected once per source in `encode`. Beam search moves the caches of the rows that change
+(`rearranged`), in place.
 """
 from __future__ import annotations
 
