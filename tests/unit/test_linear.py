@@ -1,4 +1,6 @@
 """The oneDNN linear agrees with torch's: outputs, and the gradients of input, weight and bias."""
+import copy
+
 import pytest
 import torch
 
@@ -54,3 +56,23 @@ def test_weight_gradient_sums_over_rows(leading):
     ref = grad.reshape(-1, 6).t() @ x.reshape(-1, 4)
     assert torch.allclose(weight_gradient(grad, x), ref, atol=1e-5)
     assert torch.allclose(weight_gradient(grad.bfloat16(), x.bfloat16()).float(), ref, atol=0.2)
+
+
+def test_evaluation_without_gradients_packs_the_weight_once_and_follows_its_updates():
+    g = torch.Generator().manual_seed(0)
+    layer = Linear(16, 24)
+    x = torch.randn(3, 5, 16, generator=g)
+    layer.eval()
+    with torch.inference_mode():
+        out = layer(x)
+        packed = layer.__dict__.get("packed")
+        assert packed is not None and layer(x).equal(out) and layer.__dict__.get("packed") is packed  # reordered once
+    copied = copy.deepcopy(layer)  # copies leave the packed weight behind
+    assert "packed" not in copied.__dict__ and copied.weight.equal(layer.weight)
+    assert torch.allclose(out, torch.nn.functional.linear(x, layer.weight, layer.bias), atol=1e-5)
+    with torch.no_grad():
+        layer.weight.mul_(2)  # an optimizer step or a weight load
+        assert torch.allclose(layer(x), torch.nn.functional.linear(x, layer.weight, layer.bias), atol=1e-5)
+    layer.train()
+    layer(x).sum().backward()  # training computes with the weight itself and drops the packed copy
+    assert layer.weight.grad is not None and "packed" not in layer.__dict__

@@ -83,8 +83,35 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     return _onednn(x, weight, bias)
 
 
+_REORDER = getattr(torch.ops.mkldnn, "_reorder_linear_weight", None) if _ONEDNN_LINEAR is not None else None
+
+
 class Linear(nn.Linear):
-    """nn.Linear (same parameters, same saved names) computed by `linear`."""
+    """nn.Linear (same parameters, same saved names) computed by `linear`.
+
+    In evaluation without gradients (decoding), the weight is handed to oneDNN in its own blocked
+    layout, reordered once and kept (`packed`) until the weight changes (its version counter:
+    every optimizer step and weight load moves it): oneDNN otherwise reorders it at every call,
+    and a decoding step's products run 5-10% slower. Training mode drops the packed copy.
+    """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return linear(x, self.weight, self.bias)
+        if self.training or torch.is_grad_enabled() or _REORDER is None or not _onednn_takes(x, self.weight) \
+                or not self.weight.is_contiguous():
+            self.__dict__.pop("packed", None)
+            return linear(x, self.weight, self.bias)
+        return _ONEDNN_LINEAR(x, self._packed(), self.bias, "none", [], "")
+
+    def __getstate__(self) -> dict:
+        """Copies and pickles leave the packed weight out (oneDNN's layout has no storage to copy)."""
+        state = self.__dict__.copy()
+        state.pop("packed", None)
+        return state
+
+    def _packed(self) -> torch.Tensor:
+        weight = self.weight
+        key = (weight.data_ptr(), weight._version)
+        cached = self.__dict__.get("packed")
+        if cached is None or cached[0] != key:
+            cached = self.__dict__["packed"] = (key, _REORDER(weight.detach(), None))
+        return cached[1]
