@@ -73,6 +73,7 @@ def test_evaluation_without_gradients_packs_the_weight_once_and_follows_its_upda
     with torch.no_grad():
         layer.weight.mul_(2)  # an optimizer step or a weight load
         assert torch.allclose(layer(x), torch.nn.functional.linear(x, layer.weight, layer.bias), atol=1e-5)
-    layer.train()
-    layer(x).sum().backward()  # training computes with the weight itself and drops the packed copy
-    assert layer.weight.grad is not None and "packed" not in layer.__dict__
+    torch.nn.Sequential(layer).train()  # training drops the packed copy and computes with the weight itself
+    assert "packed" not in layer.__dict__
+    layer(x).sum().backward()
+    assert layer.weight.grad is not None
