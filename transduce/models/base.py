@@ -20,8 +20,7 @@ class DecoderState(Protocol):
         """`select` when this state is not used again: its memory may be reused."""
 
     def rearranged(self, sources: torch.Tensor) -> "DecoderState":
-        """`reorder(sources)` when no row that changes is read by another (sources[j] == i only
-        where sources[i] == i): the rows may be moved in place."""
+        """`reorder(sources)`, moving only the rows that change, in place."""
 
     def reserve(self, columns: int) -> "DecoderState":
         """The same state, prepared for up to `columns` more steps (a cache sized once)."""
@@ -33,8 +32,7 @@ class EncoderState(Protocol):
     def select(self, indices: torch.Tensor) -> "EncoderState": ...
 
     def rearranged(self, sources: torch.Tensor) -> "EncoderState":
-        """`select(sources)` when this object is not used again and no row that changes is read
-        by another (sources[j] == i only where sources[i] == i)."""
+        """`select(sources)` when this object is not used again: rows may be moved in place."""
 
     def repeat_rows(self, times: int) -> "EncoderState":
         """Each row `times` times in a row, as `select(arange(B).repeat_interleave(times))`."""

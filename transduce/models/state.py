@@ -2,9 +2,9 @@
 
 Search only ever calls `select(indices)` on these (to follow the surviving beams after
 pruning, to drop finished sentences), `reorder(indices)` (the same, when the old state is
-not used again: its memory may be reused), `rearranged(sources)` (the same again, when the
-rows that change are read by no other row: what changes is copied in place), `repeat_rows(times)` on an encoder output (a source
-for each beam), `put(slots, other)` (new sentences take the rows of finished ones in a running
+not used again: its memory may be reused), `rearranged(sources)` (the same again, copying
+only the rows that change, in place), `repeat_rows(times)` on an encoder output (a source for
+each beam), `put(slots, other)` (new sentences take the rows of finished ones in a running
 batch; the old object is not used again) and `reserve(columns)` (to say how many more tokens it
 may feed, so that caches are sized once).
 """
@@ -198,11 +198,10 @@ class TransformerMemory:
         return self._rows(indices)
 
     def rearranged(self, sources: torch.Tensor) -> "TransformerMemory":
-        """`select(sources)` for a caller that does not use this object again and whose rows
-        that change are read by no other (sources[j] == i only where sources[i] == i): the
-        encoder's outputs and cross-attention keys and values of those rows are copied in place,
-        the others stay where they are. Beam search drops finished sentences so, moving the last
-        ones into their rows. Whole groups in order when grouped."""
+        """`select(sources)` for a caller that does not use this object again: the encoder's
+        outputs and cross-attention keys and values of the rows that change are copied in place
+        (gathered first), the others stay where they are. Beam search drops finished sentences
+        so, moving the last ones into their rows. Whole groups in order when grouped."""
         g = self.group
         if g > 1:
             groups = sources.view(-1, g)
@@ -265,7 +264,7 @@ class TransformerMemory:
 
 SELECT_ROOM = 16  # empty cache columns a selected state keeps
 SHRINK_ROWS = 64  # cache buffers of this many rows are kept however few of them are used
-COMPACT_ROWS = 64  # rows `reorder` moves one by one within the buffers at most (else: copies)
+COMPACT_ROWS = 64  # rows `reorder` moves within the buffers at most (else: copies)
 RESERVE_LIMIT = 512  # cache columns reserved up front at most; longer outputs grow the caches by doubling
 # (a CPU commits only the memory a step writes, a GPU all of it)
 
@@ -371,14 +370,15 @@ class TransformerState:
         if self.spare is None and indices.numel() and bool((indices[1:] > indices[:-1]).all()):
             moved = indices.numel() - int((indices == torch.arange(indices.numel(), device=indices.device)).sum())
             if moved <= COMPACT_ROWS:
-                return self._compacted(indices)
+                return self.rearranged(indices)
         return self._picked(indices, reuse=True)
 
     def rearranged(self, sources: torch.Tensor) -> "TransformerState":
-        """`reorder(sources)` for a search whose rows that change are read by no other row
-        (sources[j] == i only where sources[i] == i): only those rows' caches are copied, in
-        place, and the rows past `sources` dropped. Beam search places its beams so (each beam
-        stays in its row when one of its extensions survives) and moves only the rest."""
+        """`reorder(sources)` within these buffers: the rows that change take their sources'
+        caches (gathered first, so any order is safe), the others stay, and the rows past
+        `sources` are dropped. Cheap when few rows change: beam search places its beams so (each
+        beam stays in its row when one of its extensions survives), and rows kept in order move
+        up when finished ones leave."""
         m = sources.numel()
         positions = self.positions.index_select(0, sources)
         length, ragged = self._shape_of(positions)
@@ -399,22 +399,6 @@ class TransformerState:
             return self.length, False
         shortest, longest = (int(v) for v in torch.aminmax(positions))
         return longest, shortest != longest
-
-    def _compacted(self, indices: torch.Tensor) -> "TransformerState":
-        """Rows `indices` (increasing) moved up to rows 0..n-1 of these buffers, one row at a time:
-        each goes to a row at or above its own, which no row still to move is read from."""
-        positions = self.positions.index_select(0, indices)
-        length, ragged = self._shape_of(positions)
-        for row, source in enumerate(indices.tolist()):
-            if row != source:
-                for buffer in self.keys + self.values:
-                    buffer[row, :, :length] = buffer[source, :, :length]
-        n = indices.numel()
-        return TransformerState(
-            keys=tuple(k[:n] for k in self.keys), values=tuple(v[:n] for v in self.values), positions=positions,
-            length=length, ragged=ragged, attention=_select(self.attention, indices), written=[length],
-            reserved=self.reserved, spare=self.spare,
-        )
 
     def _picked(self, indices: torch.Tensor, reuse: bool) -> "TransformerState":
         n = indices.numel()
