@@ -79,6 +79,15 @@ def test_padding_invariance():
         assert torch.allclose(single[0, :T], inc[i, :T], atol=TOL)
 
 
+def _after_two_steps(model, batch):
+    """The encoder output and the state after the first two target tokens of every row."""
+    enc = model.encode(batch.src, batch.src_mask, batch.src_lengths)
+    state = model.init_state(enc)
+    for t in range(2):
+        _, state = model.decode_step(batch.tgt_in[:, t], enc, state)
+    return enc, state
+
+
 def test_cache_reordering_follows_rows():
     """Decode a few steps, permute/duplicate rows with select, continue: equals decoding the
     permuted batch from the start."""
@@ -86,10 +95,7 @@ def test_cache_reordering_follows_rows():
     _, batch = _batch()
     order = torch.tensor([2, 0, 0, 3, 1])
     with torch.no_grad():
-        enc = model.encode(batch.src, batch.src_mask, batch.src_lengths)
-        state = model.init_state(enc)
-        for t in range(2):
-            _, state = model.decode_step(batch.tgt_in[:, t], enc, state)
+        enc, state = _after_two_steps(model, batch)
         enc_r, state_r = enc.select(order), state.select(order)
         lp_r, _ = model.decode_step(batch.tgt_in[order, 2], enc_r, state_r)
         enc2 = model.encode(batch.src[order], batch.src_mask[order], batch.src_lengths[order])
@@ -434,10 +440,7 @@ def test_rearranged_moves_only_the_rows_that_change_in_place_and_decodes_as_sele
     # rows 0, 2 and 4 stay; 1 takes row 5 (not read otherwise); 3 takes row 2 (which stays)
     sources = torch.tensor([0, 5, 2, 2, 4])
     with torch.no_grad():
-        enc = model.encode(batch.src, batch.src_mask, batch.src_lengths)
-        state = model.init_state(enc)
-        for t in range(2):
-            _, state = model.decode_step(batch.tgt_in[:, t], enc, state)
+        enc, state = _after_two_steps(model, batch)
         expected_enc, expected_state = enc.select(sources), state.select(sources)
         lp_expected, _ = model.decode_step(batch.tgt_in[sources, 2], expected_enc, expected_state)
         buffer = state.keys[0].untyped_storage().data_ptr()

@@ -152,7 +152,8 @@ def beam_search(
         keep = [i for i in range(n) if alive[i] and len(finished[sentences[i]]) < K]
         if not keep:
             break
-        order = torch.tensor(placed(keep, n), device=device)  # the old position of each sentence kept
+        placement = placed(keep, n)  # the old position of each sentence kept
+        order = torch.tensor(placement, device=device)
         slots = beam_slots(beams[order]) if R == K else torch.arange(K, device=device).expand(len(keep), K)
         beams, tokens, scores = (x[order].gather(1, slots) for x in (beams, tokens, scores))
         rows = (order.unsqueeze(1) * K + beams).view(-1)  # (n'*K,) the row each surviving beam extends
@@ -163,7 +164,7 @@ def beam_search(
         state = state.rearranged(rows) if R == K else state.reorder(rows // K)
         if len(keep) < n:
             enc = enc.rearranged((order.unsqueeze(1) * K + torch.arange(K, device=device)).view(-1))
-            sentences = [sentences[i] for i in order.tolist()]
+            sentences = [sentences[i] for i in placement]
             live_caps = live_caps[order]
         prev = tokens.view(-1)
     return [sorted(hyps, key=lambda h: -h.score)[:nbest] for hyps in finished]
