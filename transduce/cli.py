@@ -92,7 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("translate", help="decode text with a trained model",
                        description="Translate lines from stdin (or --input) to stdout (or --output).")
-    p.add_argument("--model", required=True, help="model folder")
+    p.add_argument("--model", required=True, nargs="+",
+                   help="model folder; several folders (same vocabularies) decode as an ensemble")
     p.add_argument("--input", help="input text file, one source per line (default: stdin)")
     p.add_argument("--output", help="output file (default: stdout)")
     p.add_argument("--nbest", type=int, default=1, help="print the N best outputs per line, tab-separated with scores")
@@ -105,7 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="score a model on pairs",
                        description="Decode the sources of --data and print a JSON report "
                        "(bleu, chrf, rouge1/2/L, exact_match, perplexity).")
-    p.add_argument("--model", required=True, help="model folder")
+    p.add_argument("--model", required=True, nargs="+",
+                   help="model folder; several folders (same vocabularies) decode as an ensemble")
     p.add_argument("--data", required=True, help="pairs to score (.tsv, .jsonl, or a source file with --data-target)")
     p.add_argument("--data-target", help="target file when --data is a source file")
     p.add_argument("--hypotheses", help="also write the outputs to this file")
@@ -237,7 +239,7 @@ def cmd_translate(args) -> int:
 
     if args.attention and not args.json:
         raise ConfigError("--attention needs --json")
-    translator = load(args.model, device=args.device, precision=args.precision)
+    translator = load(_one_or_many(args.model), device=args.device, precision=args.precision)
     lines = list(read_lines(args.input) if args.input else read_lines(stream=sys.stdin.buffer))
     rows = translator.translate_nbest(lines, nbest=args.nbest, attention=args.attention,
                                       **_decode_overrides(args))
@@ -256,6 +258,11 @@ def cmd_translate(args) -> int:
     return 0
 
 
+def _one_or_many(folders: list[str]) -> str | list[str]:
+    """One --model folder, or the folders of an ensemble."""
+    return folders[0] if len(folders) == 1 else folders
+
+
 def _json_record(source: str, row: list, attention: bool) -> dict:
     """{"source", "outputs": [{"text", "score", "tokens"(, "source_tokens", "attention")}, ...]}"""
     outputs = []
@@ -271,7 +278,7 @@ def cmd_evaluate(args) -> int:
     from transduce.evaluation.report import evaluate
     from transduce.inference import load
 
-    translator = load(args.model, device=args.device, precision=args.precision)
+    translator = load(_one_or_many(args.model), device=args.device, precision=args.precision)
     pairs = read_pairs(args.data, target_path=args.data_target, fmt=translator.config.data.format,
                        source_field=translator.config.data.source_field,
                        target_field=translator.config.data.target_field)

@@ -22,6 +22,7 @@ from transduce.decoding.results import Hypothesis
 from transduce.decoding.search import decode_examples
 from transduce.export.quantize import is_quantized, load_quantized
 from transduce.models.builder import build_model
+from transduce.models.ensemble import Ensemble
 from transduce.training.checkpoint import load_weights
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -90,6 +91,26 @@ class Translator:
             raise ModelLoadError(f"{directory / WEIGHTS_FILE}: cannot load the weights ({first_line})") from None
         return cls(config, codec, model.to(dev, dtype=PRECISIONS[precision]), dev)
 
+    @classmethod
+    def from_dirs(cls, directories: Sequence[str | Path], device: str = "auto", precision: str = "fp32"
+                  ) -> "Translator":
+        """Several model folders decoding as one ensemble (their next-token probabilities averaged).
+
+        The folders must share their tokenizers and vocabularies, and copy or not alike; the first
+        folder's settings (decoding defaults, source length) serve for all."""
+        directories = list(directories)
+        if not directories:
+            raise ModelLoadError("an ensemble needs at least one model folder")
+        members = [cls.from_dir(d, device, precision) for d in directories]
+        first = members[0]
+        if len(members) == 1:
+            return first
+        for directory, other in zip(directories[1:], members[1:]):
+            problem = _ensemble_mismatch(first, other)
+            if problem:
+                raise ModelLoadError(f"{directory}: cannot join an ensemble with {directories[0]} ({problem})")
+        return cls(first.config, first.codec, Ensemble([m.model for m in members]), first.device)
+
     def decode_options(self, **overrides) -> DecodeConfig:
         """The model's saved decoding settings with the given ones replaced (None = keep)."""
         return replace(self.config.decode, **{k: v for k, v in overrides.items() if v is not None})
@@ -119,6 +140,25 @@ class Translator:
                            self.codec.target_tokens(hyp.tokens, oov), source_tokens, hyp.attention)
 
 
-def load(directory: str | Path, device: str = "auto", precision: str = "fp32") -> Translator:
-    """`transduce.load("runs/x")`: the model folder written by training, ready to translate."""
-    return Translator.from_dir(directory, device, precision)
+def _ensemble_mismatch(first: Translator, other: Translator) -> str | None:
+    """Why two loaded models cannot decode together, or None."""
+    a, b = first.codec, other.codec
+    if a.cfg.tokenizer != b.cfg.tokenizer:
+        return f"tokenizer {b.cfg.tokenizer} against {a.cfg.tokenizer}"
+    for side, x, y in (("source", a.src_tok, b.src_tok), ("target", a.tgt_tok, b.tgt_tok)):
+        if getattr(x, "model_proto", None) != getattr(y, "model_proto", None):
+            return f"another {side} SentencePiece model"
+    if a.src_vocab != b.src_vocab or a.tgt_vocab != b.tgt_vocab:
+        return "other vocabularies"
+    if first.config.model.copy != other.config.model.copy:
+        return "one copies from the source, the other does not"
+    return None
+
+
+def load(directory: str | Path | Sequence[str | Path], device: str = "auto", precision: str = "fp32"
+         ) -> Translator:
+    """`transduce.load("runs/x")`: the model folder written by training, ready to translate;
+    `transduce.load(["runs/a", "runs/b"])`: several, decoding as one ensemble."""
+    if isinstance(directory, (str, Path)):
+        return Translator.from_dir(directory, device, precision)
+    return Translator.from_dirs(directory, device, precision)

@@ -410,3 +410,27 @@ def test_average_the_last_checkpoints_and_translate_with_them(trained, tmp_path)
     proc = run("average", run_dir, "--last", 4, "--out", tmp_path / "too-many")
     _assert_one_line_error(proc, str(run_dir), "only 3 kept")
     assert not (tmp_path / "too-many").exists()
+
+
+def test_translate_and_evaluate_with_an_ensemble(trained, tmp_path):
+    root, out, _ = trained
+    second = tmp_path / "second"  # the same data and vocabulary, another seed
+    proc = run("train", "--train", root / "train.tsv", "--out", second, "--steps", 20, "--set", "train.seed=7",
+               *SMALL, "--quiet")
+    assert proc.returncode == 0, proc.err
+    lines = ["a b c", "f e d", "b"]
+    proc = run("translate", "--model", out, second, "--beam", 2, "--nbest", 2, "--max-length", 12,
+               stdin="\n".join(lines) + "\n")
+    assert proc.returncode == 0, proc.err
+    rows = [line.split("\t") for line in proc.out.splitlines()]
+    assert len(rows) == len(lines) and all(len(row) == 4 for row in rows)  # two outputs, two scores
+    proc = run("evaluate", "--model", out, second, "--data", root / "dev.tsv", "--beam", 2, "--max-length", 12)
+    assert proc.returncode == 0, proc.err
+    assert json.loads(proc.out)["sentences"] == 10
+
+    other = tmp_path / "other"  # another vocabulary
+    _write_tsv(tmp_path / "other.tsv", [(s.upper(), t.upper()) for s, t in _pairs(60, 0)])
+    proc = run("train", "--train", tmp_path / "other.tsv", "--out", other, "--steps", 2, *SMALL, "--quiet")
+    assert proc.returncode == 0, proc.err
+    proc = run("translate", "--model", out, other, stdin="a\n")
+    _assert_one_line_error(proc, str(other), "cannot join an ensemble", "other vocabularies")

@@ -77,3 +77,13 @@ def test_evaluation_without_gradients_packs_the_weight_once_and_follows_its_upda
     assert "packed" not in layer.__dict__
     layer(x).sum().backward()
     assert layer.weight.grad is not None
+
+
+def test_a_layer_made_in_inference_mode_computes_without_packing():
+    """Inference-mode weights have no version counter to key a packed copy on."""
+    x = torch.randn(4, 16, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        layer = Linear(16, 8).eval()
+        out = layer(x)
+    assert "packed" not in layer.__dict__
+    assert torch.allclose(out, torch.nn.functional.linear(x, layer.weight, layer.bias), atol=1e-5)

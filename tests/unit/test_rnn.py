@@ -223,3 +223,17 @@ def test_decoding_after_a_fused_adam_update_sees_the_new_weights():
     fresh = _model(seed=1)
     fresh.load_state_dict(model.state_dict())
     assert torch.allclose(eval_scores(model), eval_scores(fresh), atol=1e-6)
+
+
+def test_a_model_made_in_inference_mode_scores_as_one_made_outside_it():
+    """Weights created under inference mode carry no version counter: nothing cached is keyed on it."""
+    cfg = ModelConfig(arch="lstm", embed_dim=8, hidden=8, dropout=0.0)
+    torch.manual_seed(4)
+    outside = RNNSeq2Seq(cfg, SRC_V, TGT_V).eval()
+    src = torch.tensor([[4, 5, 6], [7, 8, PAD]])
+    tgt_in = torch.tensor([[BOS, 4, 5], [BOS, 6, PAD]])
+    with torch.inference_mode():
+        torch.manual_seed(4)
+        inside = RNNSeq2Seq(cfg, SRC_V, TGT_V).eval()
+        args = (src, src.ne(PAD), torch.tensor([3, 2]), tgt_in)
+        assert torch.allclose(inside(*args), outside(*args), atol=TOL)

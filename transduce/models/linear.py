@@ -92,12 +92,13 @@ class Linear(nn.Linear):
     In evaluation without gradients (decoding), the weight is handed to oneDNN in its own blocked
     layout, reordered once and kept (`packed`) until the weight changes (its version counter:
     every optimizer step and weight load moves it): oneDNN otherwise reorders it at every call,
-    and a decoding step's products run 5-10% slower. `train()` drops the packed copy.
+    and a decoding step's products run 5-10% slower. `train()` drops the packed copy. A weight
+    made under `torch.inference_mode()` has no version counter: it is not packed.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training and not torch.is_grad_enabled() and _REORDER is not None \
-                and _onednn_takes(x, self.weight) and self.weight.is_contiguous():
+                and _onednn_takes(x, self.weight) and self.weight.is_contiguous() and not self.weight.is_inference():
             return _ONEDNN_LINEAR(x, self._packed(), self.bias, "none", [], "")
         return linear(x, self.weight, self.bias)
 

@@ -219,6 +219,8 @@ class RNNSeq2Seq(TeacherForcedScoring, nn.Module):
         """(V, G*H) projected embeddings, recomputed whenever the weights change."""
         cell, emb = self.cells[0], self.tgt_embed.weight
         params = [emb] + list(cell.parameters())
+        if any(p.is_inference() for p in params):  # made in inference mode: no version counter to key on
+            return cell.project_ahead(emb)
         key = tuple((p.data_ptr(), p._version) for p in params)
         if getattr(self, "_gate_cache_key", None) != key:
             self._gate_cache = cell.project_ahead(emb)
