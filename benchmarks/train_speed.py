@@ -9,6 +9,7 @@ model in WORK/<data>-<arch>/ for decode_speed.py.
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -25,9 +26,9 @@ def main() -> None:
     data = Path(args.data)
     out = Path(args.work) / f"{data.name}-{args.arch}-{args.precision}"
     config = protocol_config(args.arch, data, args.threads, args.updates, args.precision)
+    if out.exists():  # a fresh run: one left here would be resumed (and have nothing left to time)
+        shutil.rmtree(out)
     started = time.perf_counter()
-    if (out / "log.jsonl").exists():
-        (out / "log.jsonl").unlink()
     trainer = Trainer(config, out, log=lambda m: None)
     trainer.fit()
     wall = time.perf_counter() - started
