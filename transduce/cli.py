@@ -239,7 +239,7 @@ def cmd_translate(args) -> int:
 
     if args.attention and not args.json:
         raise ConfigError("--attention needs --json")
-    translator = load(_one_or_many(args.model), device=args.device, precision=args.precision)
+    translator = load(args.model, device=args.device, precision=args.precision)
     lines = list(read_lines(args.input) if args.input else read_lines(stream=sys.stdin.buffer))
     rows = translator.translate_nbest(lines, nbest=args.nbest, attention=args.attention,
                                       **_decode_overrides(args))
@@ -258,11 +258,6 @@ def cmd_translate(args) -> int:
     return 0
 
 
-def _one_or_many(folders: list[str]) -> str | list[str]:
-    """One --model folder, or the folders of an ensemble."""
-    return folders[0] if len(folders) == 1 else folders
-
-
 def _json_record(source: str, row: list, attention: bool) -> dict:
     """{"source", "outputs": [{"text", "score", "tokens"(, "source_tokens", "attention")}, ...]}"""
     outputs = []
@@ -278,7 +273,7 @@ def cmd_evaluate(args) -> int:
     from transduce.evaluation.report import evaluate
     from transduce.inference import load
 
-    translator = load(_one_or_many(args.model), device=args.device, precision=args.precision)
+    translator = load(args.model, device=args.device, precision=args.precision)
     pairs = read_pairs(args.data, target_path=args.data_target, fmt=translator.config.data.format,
                        source_field=translator.config.data.source_field,
                        target_field=translator.config.data.target_field)

@@ -204,8 +204,10 @@ class RNNSeq2Seq(TeacherForcedScoring, nn.Module):
 
         When decoding (no gradients, no dropout), the projection of every vocabulary entry is
         computed once and looked up: a decoder step then spends no product on its input token.
+        Weights made under `torch.inference_mode()` have no version counter to key that table on:
+        their tokens are projected one by one, as in training.
         """
-        if self.training or torch.is_grad_enabled():
+        if self.training or torch.is_grad_enabled() or self.tgt_embed.weight.is_inference():
             return self.cells[0].project_ahead(self.dropout(self.tgt_embed(tokens)))
         return self._gate_table()[tokens]
 
@@ -219,8 +221,6 @@ class RNNSeq2Seq(TeacherForcedScoring, nn.Module):
         """(V, G*H) projected embeddings, recomputed whenever the weights change."""
         cell, emb = self.cells[0], self.tgt_embed.weight
         params = [emb] + list(cell.parameters())
-        if any(p.is_inference() for p in params):  # made in inference mode: no version counter to key on
-            return cell.project_ahead(emb)
         key = tuple((p.data_ptr(), p._version) for p in params)
         if getattr(self, "_gate_cache_key", None) != key:
             self._gate_cache = cell.project_ahead(emb)
