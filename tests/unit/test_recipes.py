@@ -103,3 +103,38 @@ def test_csl_pairs_keep_validation_and_test_apart(tmp_path, monkeypatch):
     assert len(pretrain) == 1 + 5 + 1  # the poem, the training pairs, one title long enough to cut
     assert "床前明月光\t静夜思" in pretrain and not any("开发" in row for row in pretrain)
     assert [row.split("\t")[1] for row in pretrain].count("太平天国私人便章考") == 1
+
+
+def test_csl_back_translation_pairs_real_titles_with_written_abstracts(tmp_path, monkeypatch):
+    make_pairs = _script("recipes/csl-title/make_pairs.py")
+    csl, tang, out = tmp_path / "csl", tmp_path / "tang", tmp_path / "out"
+    (csl / "orig").mkdir(parents=True)
+    tang.mkdir()
+    (csl / "train.tsv").write_text("训练摘要0\t训练标题0\n训练摘要1\t训练标题1\n", encoding="utf-8")
+    (csl / "dev.tsv").write_text("".join(f"开发摘要{i}\t开发标题{i}\n" for i in range(301)), encoding="utf-8")
+    (tang / "train.tsv").write_text("床前明月光\t静夜思\n", encoding="utf-8")
+    with gzip.open(csl / "orig" / "cls_ctg_train.tsv.gz", "wt", encoding="utf-8") as handle:
+        handle.write("to category\t太平天国私人便章考\t历史学\nto category\t短\t历史学\nto category\t眼动研究方法\t教育学\n")
+    argv = ["make_pairs.py", "--csl", str(csl), "--tang", str(tang), "--out", str(out)]
+    monkeypatch.setattr(sys, "argv", argv)
+    make_pairs.main()
+    assert (out / "reverse-train.tsv").read_text(encoding="utf-8").splitlines() == [
+        "训练标题0\t训练摘要0", "训练标题1\t训练摘要1", "开发标题300\t开发摘要300"]
+    assert (out / "reverse-validation.tsv").read_text(encoding="utf-8").splitlines()[0] == "开发标题0\t开发摘要0"
+    assert (out / "official-titles.txt").read_text(encoding="utf-8").splitlines() == ["太平天国私人便章考", "眼动研究方法"]
+
+    written = tmp_path / "written.txt"
+    written.write_text("本文考证太平天国私人便章\t一枚\n研究眼动\n", encoding="utf-8")
+    monkeypatch.setattr(sys, "argv", [*argv, "--back-translations", str(written)])
+    make_pairs.main()
+    rows = (out / "back-translated-train.tsv").read_text(encoding="utf-8").splitlines()
+    assert Counter(rows) == Counter({"训练摘要0\t训练标题0": 3, "训练摘要1\t训练标题1": 3, "开发摘要300\t开发标题300": 3,
+                                     "本文考证太平天国私人便章 一枚\t太平天国私人便章考": 1, "研究眼动\t眼动研究方法": 1})
+    assert not any("开发标题0" in row for row in rows)  # validation stays out
+
+    written.write_text("只有一行\n", encoding="utf-8")
+    with pytest.raises(SystemExit, match=r"written.txt: 1 lines, but .*official-titles.txt has 2 titles"):
+        make_pairs.main()
+    written.write_text("一\n \n", encoding="utf-8")
+    with pytest.raises(SystemExit, match=r"written.txt:2: empty abstract"):
+        make_pairs.main()
