@@ -138,3 +138,40 @@ def test_csl_back_translation_pairs_real_titles_with_written_abstracts(tmp_path,
     written.write_text("一\n \n", encoding="utf-8")
     with pytest.raises(SystemExit, match=r"written.txt:2: empty abstract"):
         make_pairs.main()
+
+
+def _write_conversations(data: Path, split: str, conversations: dict[str, list[str]]) -> None:
+    pairs, lines = [], []
+    for name, messages in conversations.items():
+        for turn in range(1, len(messages)):
+            pairs.append(f"{messages[turn - 1]}\t{messages[turn]}\n")
+            lines.append(json.dumps({"conversation": name, "context": messages[max(0, turn - 5):turn],
+                                     "response": messages[turn]}, ensure_ascii=False) + "\n")
+    (data / f"{split}.tsv").write_text("".join(pairs), encoding="utf-8")
+    (data / f"{split}.context.jsonl").write_text("".join(lines), encoding="utf-8")
+
+
+def test_retrieved_pairs_add_the_nearest_reply_from_another_conversation(tmp_path, monkeypatch):
+    retrieved_pairs = _script("recipes/kdconv-chat/retrieved_pairs.py")
+    data, out = tmp_path / "data", tmp_path / "out"
+    data.mkdir()
+    _write_conversations(data, "train", {"film/0": ["看过泰坦尼克号吗？", "看过，很感人。"],
+                                         "film/1": ["泰坦尼克号是哪年上映的？", "1997年上映的。"],
+                                         "music/0": ["喜欢听周杰伦的歌吗？", "喜欢，他的歌很好听。"]})
+    _write_conversations(data, "dev", {"film/9": ["周杰伦的歌好听吗？", "好听。"]})
+    _write_conversations(data, "test", {"film/8": ["泰坦尼克号上映了吗？", "上映了。"]})
+    monkeypatch.setattr(sys, "argv", ["retrieved_pairs.py", "--data", str(data), "--out", str(out)])
+    retrieved_pairs.main()
+    train = (out / "train.tsv").read_text(encoding="utf-8").splitlines()
+    # each training message finds its neighbour in another conversation, never its own reply
+    assert train == ["看过泰坦尼克号吗？ ∥ 1997年上映的。\t看过，很感人。",
+                     "泰坦尼克号是哪年上映的？ ∥ 看过，很感人。\t1997年上映的。",
+                     "喜欢听周杰伦的歌吗？ ∥ " + train[2].split(" ∥ ")[1].split("\t")[0] + "\t喜欢，他的歌很好听。"]
+    assert "喜欢，他的歌很好听。" not in train[2].split("\t")[0]
+    assert (out / "dev.tsv").read_text(encoding="utf-8") == "周杰伦的歌好听吗？ ∥ 喜欢，他的歌很好听。\t好听。\n"
+    test = (out / "test.tsv").read_text(encoding="utf-8").splitlines()
+    assert test[0].split("\t")[1] == "上映了。" and test[0].split(" ∥ ")[1].split("\t")[0] in {"看过，很感人。", "1997年上映的。"}
+
+    (data / "train.tsv").write_text("其他\t消息\n" * 3, encoding="utf-8")
+    with pytest.raises(SystemExit, match=r"train.context.jsonl:1: does not match line 1 of train.tsv"):
+        retrieved_pairs.main()

@@ -1,0 +1,93 @@
+"""Pairs whose source is the message and the reply retrieval would give (retrieve and refine).
+
+The nearest-neighbour baseline's reply (`nearest_neighbour.py`: the reply to the most similar
+training message) is written after the message, joined by " ∥ ", so a model with copying can
+take names, facts and phrasing from a real human reply instead of falling back on generic ones.
+For the training pairs, messages of the same conversation are never retrieved: at test time every
+retrieved reply comes from another conversation, and training must see the same.
+
+    python recipes/kdconv-chat/retrieved_pairs.py --out runs/kdconv-retrieved
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+from pathlib import Path
+
+import torch
+
+SEPARATOR = " ∥ "
+HERE = Path(__file__).resolve().parent
+
+
+def _nearest_neighbour():
+    spec = importlib.util.spec_from_file_location("nearest_neighbour", HERE / "nearest_neighbour.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def conversations(data: Path, split: str, pairs: list[tuple[str, str]]) -> list[str]:
+    """The conversation of each pair, from `{split}.context.jsonl` (checked against the TSV)."""
+    lines = (data / f"{split}.context.jsonl").read_text(encoding="utf-8").splitlines()
+    if len(lines) != len(pairs):
+        raise SystemExit(f"{data / split}.context.jsonl: {len(lines)} lines but {split}.tsv has {len(pairs)}")
+    names = []
+    for number, (line, (message, reply)) in enumerate(zip(lines, pairs), start=1):
+        record = json.loads(line)
+        if record["context"][-1] != message or record["response"] != reply:
+            raise SystemExit(f"{data / split}.context.jsonl:{number}: does not match line {number} of {split}.tsv")
+        names.append(record["conversation"])
+    return names
+
+
+def retrieved_replies(train: list[tuple[str, str]], queries: list[str], exclude: list[str] | None = None,
+                      train_conversations: list[str] | None = None) -> list[str]:
+    """For each query, the reply to the most similar training message; with `exclude`, never one
+    from the query's own conversation (exclude[i] names it; train_conversations names the train's)."""
+    nn = _nearest_neighbour()
+    messages = [m for m, _ in train]
+    documents = nn.Counter(f for text in messages for f in set(nn.features(text)))
+    index = {f: i for i, f in enumerate(sorted(documents))}
+    idf = torch.tensor([nn.math.log((1 + len(messages)) / (1 + documents[f])) + 1 for f in sorted(documents)])
+    matrix = nn.tfidf_matrix(messages, index, idf).to_dense()
+    if exclude is not None:
+        ids = {name: i for i, name in enumerate(sorted(set(train_conversations) | set(exclude)))}
+        train_ids = torch.tensor([ids[name] for name in train_conversations])
+    replies = []
+    for start in range(0, len(queries), 512):
+        block = nn.tfidf_matrix(queries[start:start + 512], index, idf)
+        scores = torch.sparse.mm(block, matrix.T)  # (block, N) cosine similarities
+        if exclude is not None:
+            own = torch.tensor([ids[name] for name in exclude[start:start + 512]])
+            scores[own[:, None] == train_ids[None, :]] = -1.0
+        replies += [train[i][1] for i in scores.argmax(dim=1).tolist()]
+    return replies
+
+
+def read(data: Path, split: str) -> list[tuple[str, str]]:
+    rows = (data / f"{split}.tsv").read_text(encoding="utf-8").splitlines()
+    return [tuple(row.split("\t")) for row in rows]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default="../shared/data/kdconv-zh")
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+    data, out = Path(args.data), Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    train = read(data, "train")
+    train_conversations = conversations(data, "train", train)
+    for split in ("train", "dev", "test"):
+        pairs = train if split == "train" else read(data, split)
+        exclude = train_conversations if split == "train" else None
+        replies = retrieved_replies(train, [m for m, _ in pairs], exclude, train_conversations)
+        rows = [f"{message}{SEPARATOR}{retrieved}\t{reply}\n" for (message, reply), retrieved in zip(pairs, replies)]
+        (out / f"{split}.tsv").write_text("".join(rows), encoding="utf-8")
+        print(f"{out / split}.tsv: {len(rows)} pairs")
+
+
+if __name__ == "__main__":
+    main()
