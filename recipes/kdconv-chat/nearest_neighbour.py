@@ -38,15 +38,25 @@ def tfidf_matrix(texts: list[str], index: dict[str, int], idf: torch.Tensor) -> 
                                    (len(texts), len(index)), check_invariants=False).coalesce()
 
 
-def nearest_replies(train_messages: list[str], train_replies: list[str], queries: list[str]) -> list[str]:
+def nearest_replies(train_messages: list[str], train_replies: list[str], queries: list[str],
+                    query_groups: list[str] | None = None, train_groups: list[str] | None = None) -> list[str]:
+    """The reply to the most similar training message of each query; with groups (conversations),
+    never one from the query's own group."""
     documents = Counter(f for text in train_messages for f in set(features(text)))
     index = {f: i for i, f in enumerate(sorted(documents))}
     idf = torch.tensor([math.log((1 + len(train_messages)) / (1 + documents[f])) + 1 for f in sorted(documents)])
     train = tfidf_matrix(train_messages, index, idf).to_dense()  # (N, F) as a dense block: N x F floats
+    if query_groups is not None:
+        ids = {name: i for i, name in enumerate(sorted(set(train_groups) | set(query_groups)))}
+        train_ids = torch.tensor([ids[name] for name in train_groups])
     replies = []
     for start in range(0, len(queries), 512):
         block = tfidf_matrix(queries[start:start + 512], index, idf)
-        best = torch.sparse.mm(block, train.T).argmax(dim=1)  # (512,) most similar training message
+        scores = torch.sparse.mm(block, train.T)  # (512, N) cosine similarities
+        if query_groups is not None:
+            own = torch.tensor([ids[name] for name in query_groups[start:start + 512]])
+            scores[own[:, None] == train_ids[None, :]] = -1.0
+        best = scores.argmax(dim=1)  # (512,) most similar training message
         replies += [train_replies[i] for i in best.tolist()]
     return replies
 

@@ -15,8 +15,6 @@ import importlib.util
 import json
 from pathlib import Path
 
-import torch
-
 SEPARATOR = " ∥ "
 HERE = Path(__file__).resolve().parent
 
@@ -42,30 +40,6 @@ def conversations(data: Path, split: str, pairs: list[tuple[str, str]]) -> list[
     return names
 
 
-def retrieved_replies(train: list[tuple[str, str]], queries: list[str], exclude: list[str] | None = None,
-                      train_conversations: list[str] | None = None) -> list[str]:
-    """For each query, the reply to the most similar training message; with `exclude`, never one
-    from the query's own conversation (exclude[i] names it; train_conversations names the train's)."""
-    nn = _nearest_neighbour()
-    messages = [m for m, _ in train]
-    documents = nn.Counter(f for text in messages for f in set(nn.features(text)))
-    index = {f: i for i, f in enumerate(sorted(documents))}
-    idf = torch.tensor([nn.math.log((1 + len(messages)) / (1 + documents[f])) + 1 for f in sorted(documents)])
-    matrix = nn.tfidf_matrix(messages, index, idf).to_dense()
-    if exclude is not None:
-        ids = {name: i for i, name in enumerate(sorted(set(train_conversations) | set(exclude)))}
-        train_ids = torch.tensor([ids[name] for name in train_conversations])
-    replies = []
-    for start in range(0, len(queries), 512):
-        block = nn.tfidf_matrix(queries[start:start + 512], index, idf)
-        scores = torch.sparse.mm(block, matrix.T)  # (block, N) cosine similarities
-        if exclude is not None:
-            own = torch.tensor([ids[name] for name in exclude[start:start + 512]])
-            scores[own[:, None] == train_ids[None, :]] = -1.0
-        replies += [train[i][1] for i in scores.argmax(dim=1).tolist()]
-    return replies
-
-
 def read(data: Path, split: str) -> list[tuple[str, str]]:
     rows = (data / f"{split}.tsv").read_text(encoding="utf-8").splitlines()
     return [tuple(row.split("\t")) for row in rows]
@@ -82,8 +56,9 @@ def main() -> None:
     train_conversations = conversations(data, "train", train)
     for split in ("train", "dev", "test"):
         pairs = train if split == "train" else read(data, split)
-        exclude = train_conversations if split == "train" else None
-        replies = retrieved_replies(train, [m for m, _ in pairs], exclude, train_conversations)
+        own = train_conversations if split == "train" else None
+        replies = _nearest_neighbour().nearest_replies([m for m, _ in train], [r for _, r in train],
+                                                      [m for m, _ in pairs], own, train_conversations)
         rows = [f"{message}{SEPARATOR}{retrieved}\t{reply}\n" for (message, reply), retrieved in zip(pairs, replies)]
         (out / f"{split}.tsv").write_text("".join(rows), encoding="utf-8")
         print(f"{out / split}.tsv: {len(rows)} pairs")
