@@ -159,6 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "and write a model folder that translate, evaluate and the API load like any other.")
     p.add_argument("run_dir", help="a training output folder with checkpoints/")
     p.add_argument("--last", type=int, default=None, help="how many of the newest checkpoints (default: all kept)")
+    p.add_argument("--steps", type=int, nargs="+", default=None,
+                   help="the checkpoints of these updates instead (one step: that checkpoint as a model folder)")
     p.add_argument("--out", required=True, help="new model folder")
 
     p = sub.add_parser("plot", help="draw a run's learning curves to a PNG",
@@ -346,7 +348,7 @@ def cmd_export(args) -> int:
 def cmd_average(args) -> int:
     from transduce.training.averaging import average_run
 
-    out, used = average_run(args.run_dir, args.out, last=args.last)
+    out, used = average_run(args.run_dir, args.out, last=args.last, steps=args.steps)
     print(f"averaged {len(used)} checkpoints ({', '.join(p.name for p in used)}) into {out}", file=sys.stderr)
     return 0
 

@@ -411,6 +411,17 @@ def test_average_the_last_checkpoints_and_translate_with_them(trained, tmp_path)
     _assert_one_line_error(proc, str(run_dir), "only 3 kept")
     assert not (tmp_path / "too-many").exists()
 
+    one = tmp_path / "step-2"  # one named checkpoint as a model folder: its weights unchanged
+    proc = run("average", run_dir, "--steps", 2, "--out", one)
+    assert proc.returncode == 0, proc.err
+    assert "averaged 1 checkpoints (step-0000002)" in proc.err
+    first = load_file(str(run_dir / "checkpoints" / kept[0] / "model.safetensors"))
+    assert all((load_file(str(one / "model.safetensors"))[key] == first[key]).all() for key in first)
+    proc = run("evaluate", "--model", one, "--data", root / "train.tsv", "--max-length", 12)
+    assert proc.returncode == 0, proc.err
+    proc = run("average", run_dir, "--steps", 3, "--out", tmp_path / "missing")
+    _assert_one_line_error(proc, str(run_dir), "no checkpoint of update 3 (kept: 2, 4, 6)")
+
 
 def test_translate_and_evaluate_with_an_ensemble(trained, tmp_path):
     root, out, _ = trained

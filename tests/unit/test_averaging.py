@@ -1,5 +1,6 @@
-"""`transduce average`: a run's newest checkpoints averaged into a model folder, and one clear error
-for a run without checkpoints, a --last beyond what was kept, or a damaged checkpoint."""
+"""`transduce average`: a run's newest checkpoints (or those of named updates) averaged into a model
+folder, and one clear error for a run without checkpoints, a --last beyond what was kept, a step not
+kept, or a damaged checkpoint."""
 import shutil
 
 import pytest
@@ -117,3 +118,23 @@ def test_a_damaged_checkpoint_is_refused(run_dir, tmp_path):
     shutil.rmtree(newest)
     _, used = average_run(run_dir, tmp_path / "avg", last=1)
     assert used == [_checkpoint(run_dir, 4)]
+
+
+def test_checkpoints_chosen_by_update(run_dir, tmp_path):
+    _, used = average_run(run_dir, tmp_path / "avg", steps=[6, 2, 6])
+    assert used == [_checkpoint(run_dir, 2), _checkpoint(run_dir, 6)]
+    a, b = (load_file(str(p / WEIGHTS_FILE)) for p in used)
+    mean = load_file(str(tmp_path / "avg" / WEIGHTS_FILE))
+    for key in a:
+        assert torch.equal(mean[key], ((a[key].double() + b[key].double()) / 2).float()), key
+    _, used = average_run(run_dir, tmp_path / "one", steps=[4])  # one checkpoint: its weights as they are
+    only = load_file(str(_checkpoint(run_dir, 4) / WEIGHTS_FILE))
+    assert all(torch.equal(load_file(str(tmp_path / "one" / WEIGHTS_FILE))[k], only[k]) for k in only)
+
+
+def test_a_step_that_was_not_kept(run_dir, tmp_path):
+    with pytest.raises(CheckpointError, match=r"no checkpoint of update 5 \(kept: 2, 4, 6\)"):
+        average_run(run_dir, tmp_path / "avg", steps=[4, 5])
+    with pytest.raises(CheckpointError, match="--last or --steps, not both"):
+        average_run(run_dir, tmp_path / "avg", last=1, steps=[4])
+    assert not (tmp_path / "avg").exists()
