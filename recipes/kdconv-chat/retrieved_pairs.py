@@ -15,6 +15,8 @@ import importlib.util
 import json
 from pathlib import Path
 
+from transduce.data.readers import read_pairs
+
 SEPARATOR = " ∥ "
 HERE = Path(__file__).resolve().parent
 
@@ -41,8 +43,7 @@ def conversations(data: Path, split: str, pairs: list[tuple[str, str]]) -> list[
 
 
 def read(data: Path, split: str) -> list[tuple[str, str]]:
-    rows = (data / f"{split}.tsv").read_text(encoding="utf-8").splitlines()
-    return [tuple(row.split("\t")) for row in rows]
+    return [(pair.source, pair.target) for pair in read_pairs(data / f"{split}.tsv")]
 
 
 def main() -> None:
@@ -52,14 +53,15 @@ def main() -> None:
     args = parser.parse_args()
     data, out = Path(args.data), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    train = read(data, "train")
-    train_conversations = conversations(data, "train", train)
-    for split in ("train", "dev", "test"):
-        pairs = train if split == "train" else read(data, split)
-        own = train_conversations if split == "train" else None
-        replies = _nearest_neighbour().nearest_replies([m for m, _ in train], [r for _, r in train],
-                                                      [m for m, _ in pairs], own, train_conversations)
-        rows = [f"{message}{SEPARATOR}{retrieved}\t{reply}\n" for (message, reply), retrieved in zip(pairs, replies)]
+    splits = {split: read(data, split) for split in ("train", "dev", "test")}
+    groups = {split: conversations(data, split, pairs) for split, pairs in splits.items()}
+    train = splits["train"]
+    # one retrieval for every split; a dev or test conversation is never among the training ones
+    queries = [message for pairs in splits.values() for message, _ in pairs]
+    replies = iter(_nearest_neighbour().nearest_replies([m for m, _ in train], [r for _, r in train], queries,
+                                                        sum(groups.values(), []), groups["train"]))
+    for split, pairs in splits.items():
+        rows = [f"{message}{SEPARATOR}{next(replies)}\t{reply}\n" for message, reply in pairs]
         (out / f"{split}.tsv").write_text("".join(rows), encoding="utf-8")
         print(f"{out / split}.tsv: {len(rows)} pairs")
 
