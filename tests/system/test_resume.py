@@ -191,3 +191,20 @@ def test_tensorboard_events_are_written_on_request(data, tmp_path):
     assert [e.step for e in events.Scalars("train/loss")] == [2, 4]
     assert [e.step for e in events.Scalars("dev/loss")] == [4]
     assert os.listdir(tmp_path / "run" / "tensorboard")
+
+
+def test_a_resumed_run_computes_weight_gradients_with_the_backends_the_run_chose(data, tmp_path, monkeypatch):
+    """The faster of MKL and oneDNN is timed per weight shape; the checkpoint keeps the choices so
+    that a resumed run does not time again (and perhaps choose otherwise) but adopts them."""
+    from transduce.models import linear as linear_module
+    monkeypatch.setattr(linear_module, "CHOOSE_ABOVE_FLOPS", 0)  # time every shape of this small model
+    monkeypatch.setattr(linear_module, "_MKL_FASTER", {})
+    out = tmp_path / "run"
+    Trainer(_config(data, steps=4, eval_every=0), out, device="cpu", log=lambda m: None).fit()
+    chosen = dict(linear_module._MKL_FASTER)
+    state = json.loads((list_checkpoints(out)[-1] / "trainer_state.json").read_text())
+    assert chosen and state["weight_gradients"] == linear_module.weight_gradient_choices()
+    flipped = {shape: not faster for shape, faster in chosen.items()}
+    monkeypatch.setattr(linear_module, "_MKL_FASTER", dict(flipped))  # as another process might time them
+    trainer = Trainer(_config(data, steps=8, eval_every=0), out, device="cpu", log=lambda m: None)
+    assert trainer.step == 4 and linear_module._MKL_FASTER == chosen

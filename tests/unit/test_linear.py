@@ -87,3 +87,25 @@ def test_a_layer_made_in_inference_mode_computes_without_packing():
         out = layer(x)
     assert "packed" not in layer.__dict__
     assert torch.allclose(out, torch.nn.functional.linear(x, layer.weight, layer.bias), atol=1e-5)
+
+
+def test_large_weight_gradients_time_both_backends_once_and_agree(monkeypatch):
+    import transduce.models.linear as linear_module
+    monkeypatch.setattr(linear_module, "_MKL_FASTER", {})
+    g = torch.Generator().manual_seed(2)
+    grad, x = torch.randn(300, 96, generator=g), torch.randn(300, 80, generator=g)
+    monkeypatch.setattr(linear_module, "CHOOSE_ABOVE_FLOPS", 2 * 300 * 96 * 80 - 1)
+    ref = grad.t().double() @ x.double()
+    first = weight_gradient(grad, x)
+    assert set(linear_module._MKL_FASTER) == {(96, 80)}  # timed once, then remembered
+    for mkl_faster in (True, False):  # either backend gives the same sum
+        linear_module._MKL_FASTER[(96, 80)] = mkl_faster
+        assert torch.allclose(weight_gradient(grad, x).double(), ref, atol=1e-4)
+    assert torch.allclose(first.double(), ref, atol=1e-4)
+
+
+def test_small_weight_gradients_are_not_timed(monkeypatch):
+    import transduce.models.linear as linear_module
+    monkeypatch.setattr(linear_module, "_MKL_FASTER", {})
+    weight_gradient(torch.randn(50, 6), torch.randn(50, 4))
+    assert linear_module._MKL_FASTER == {}

@@ -38,6 +38,7 @@ from transduce.evaluation.reference_scoring import reference_nll
 from transduce.evaluation.report import score_outputs
 from transduce.inference import pick_device
 from transduce.models.builder import build_model, count_parameters
+from transduce.models.linear import adopt_weight_gradient_choices, weight_gradient_choices
 from transduce.training.distributed import (
     barrier,
     from_main,
@@ -328,7 +329,7 @@ class Trainer:
         save_weights(self.model, self.out_dir / WEIGHTS_FILE)
         state = {"epoch": self.epoch, "position": self.position.to_dict(), "tracker": self.tracker.state(),
                  "scaler": self.scaler.state_dict(), "precision": self.precision,
-                 "processes": self.world.size}
+                 "processes": self.world.size, "weight_gradients": weight_gradient_choices()}
         save_checkpoint(self.out_dir, self.step, self.model, self.optimizer, state,
                         self.config.train.keep_checkpoints, rng=pack_ranks(states))
 
@@ -340,6 +341,7 @@ class Trainer:
         self.tracker = BestTracker(self.config.train.eval_metric, self.config.train.patience, state["tracker"])
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
+        adopt_weight_gradient_choices(state.get("weight_gradients", {}))
         if len(state["rng"]["ranks"]) == self.world.size:
             restore_rng(*unpack_rank(state["rng_tensors"], state["rng"], self.world.rank))
         else:  # another number of processes: the data position is exact, the dropout draws are new
