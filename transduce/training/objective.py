@@ -33,6 +33,11 @@ class TrainingObjective(torch.nn.Module):
                 scores, auxiliary = self.model.training_scores(batch.src, batch.src_mask, batch.src_lengths,
                                                                batch.tgt_in, batch.tgt_mask, batch.src_ext)
         if projection is not None:
+            if self.autocast_dtype is not None:
+                # a final layer norm gives float32 under autocast, and the output layer's three products
+                # would run in float32 (a third of a bfloat16 Transformer step on the CPU): they run in
+                # the mixed precision, as autocast runs every other linear map; softmax and loss stay float32
+                features = features.to(self.autocast_dtype)
             return linear_cross_entropy(features, projection.weight, projection.bias,
                                         batch.tgt_out[batch.tgt_mask], self.smoothing)
         loss, nll = label_smoothed_nll(scores, batch.gold, batch.tgt_mask, self.smoothing)
