@@ -20,18 +20,25 @@ def context_source(messages: list[str], turns: int) -> str:
     return SEPARATOR.join(reversed(messages[-turns:]))
 
 
-def write_split(data: Path, split: str, out: Path, turns: int) -> int:
+def matched_records(data: Path, split: str) -> list[dict]:
+    """The records of `{split}.context.jsonl`, each checked against the same line of `{split}.tsv`
+    (its last context message is the pair's message, its response the pair's reply)."""
     pairs = (data / f"{split}.tsv").read_text(encoding="utf-8").splitlines()
     lines = (data / f"{split}.context.jsonl").read_text(encoding="utf-8").splitlines()
     if len(pairs) != len(lines):
         raise SystemExit(f"{data / split}.context.jsonl: {len(lines)} lines but {split}.tsv has {len(pairs)}")
-    rows = []
+    records = []
     for number, (pair, line) in enumerate(zip(pairs, lines), start=1):
         record = json.loads(line)
         message, reply = pair.split("\t")
         if record["context"][-1] != message or record["response"] != reply:
             raise SystemExit(f"{data / split}.context.jsonl:{number}: does not match line {number} of {split}.tsv")
-        rows.append(f"{context_source(record['context'], turns)}\t{reply}\n")
+        records.append(record)
+    return records
+
+
+def write_split(data: Path, split: str, out: Path, turns: int) -> int:
+    rows = [f"{context_source(r['context'], turns)}\t{r['response']}\n" for r in matched_records(data, split)]
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{split}.tsv").write_text("".join(rows), encoding="utf-8")
     return len(rows)

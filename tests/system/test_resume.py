@@ -14,7 +14,7 @@ import pytest
 
 from tests.csl import csl_pairs, write_tsv
 from transduce.config import Config
-from transduce.constants import LOG_FILE, WEIGHTS_FILE
+from transduce.constants import LOG_FILE, TRAINER_STATE_FILE, WEIGHTS_FILE
 from transduce.training import checkpoint as checkpoint_module
 from transduce.training.checkpoint import CheckpointError, damage, list_checkpoints
 from transduce.training.trainer import Trainer
@@ -202,7 +202,7 @@ def test_a_resumed_run_computes_weight_gradients_with_the_backends_the_run_chose
     out = tmp_path / "run"
     Trainer(_config(data, steps=4, eval_every=0), out, device="cpu", log=lambda m: None).fit()
     chosen = dict(linear_module._MKL_FASTER)
-    state = json.loads((list_checkpoints(out)[-1] / "trainer_state.json").read_text())
+    state = json.loads((list_checkpoints(out)[-1] / TRAINER_STATE_FILE).read_text())
     assert chosen and state["weight_gradients"] == linear_module.weight_gradient_choices()
     flipped = {shape: not faster for shape, faster in chosen.items()}
     monkeypatch.setattr(linear_module, "_MKL_FASTER", dict(flipped))  # as another process might time them

@@ -74,7 +74,8 @@ CHOOSE_ABOVE_FLOPS = 50_000_000
 _MKL_FASTER: dict[tuple[int, int], bool] = {}
 
 
-def _mkl_weight_gradient(grad2: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
+def _torch_weight_gradient(grad2: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
+    """torch's own product (MKL's for float32 on the CPU), which reads the transposed grad in place."""
     return grad2.t() @ x2
 
 
@@ -88,7 +89,7 @@ def _mkl_is_faster(grad2: torch.Tensor, x2: torch.Tensor) -> bool:
     computed the same way (in a resumed run too: see `weight_gradient_choices`)."""
     key = (grad2.size(1), x2.size(1))
     if key not in _MKL_FASTER:
-        timings: dict = {_mkl_weight_gradient: [], _onednn_weight_gradient: []}
+        timings: dict = {_torch_weight_gradient: [], _onednn_weight_gradient: []}
         for run in range(4):
             for product, times in timings.items():
                 start = time.perf_counter()
@@ -118,9 +119,9 @@ def weight_gradient(grad: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     Shape: grad (..., O), x (..., I) -> (O, I)"""
     grad2, x2 = grad.reshape(-1, grad.size(-1)), x.reshape(-1, x.size(-1))
     if not _onednn_takes(x2, grad2):
-        return _mkl_weight_gradient(grad2, x2)
+        return _torch_weight_gradient(grad2, x2)
     if 2 * grad2.numel() * x2.size(1) > CHOOSE_ABOVE_FLOPS and _mkl_is_faster(grad2, x2):
-        return _mkl_weight_gradient(grad2, x2)
+        return _torch_weight_gradient(grad2, x2)
     return _onednn_weight_gradient(grad2, x2)
 
 

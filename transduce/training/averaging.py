@@ -8,7 +8,7 @@ from pathlib import Path
 from transduce.config import Config
 from transduce.constants import CONFIG_FILE, WEIGHTS_FILE
 from transduce.data.codec import TextCodec
-from transduce.training.checkpoint import CheckpointError, average_weights, damage, list_checkpoints
+from transduce.training.checkpoint import CheckpointError, average_weights, checkpoint_step, damage, list_checkpoints
 
 
 def average_run(run_dir: str | Path, out_dir: str | Path, last: int | None = None,
@@ -28,7 +28,7 @@ def average_run(run_dir: str | Path, out_dir: str | Path, last: int | None = Non
     if last and last > len(found):
         raise CheckpointError(f"{run_dir}: asked for the last {last} checkpoints, only {len(found)} kept")
     if steps:
-        by_step = {int(path.name.removeprefix("step-")): path for path in found}
+        by_step = {checkpoint_step(path): path for path in found}
         missing = sorted(set(steps) - set(by_step))
         if missing:
             kept = ", ".join(str(step) for step in sorted(by_step))

@@ -183,13 +183,18 @@ def damage(path: str | Path) -> str | None:
     return None
 
 
+def checkpoint_step(path: Path) -> int:
+    """The update a checkpoint folder (`step-NNNNNNN`) was saved at."""
+    return int(path.name.removeprefix("step-"))
+
+
 def list_checkpoints(run_dir: str | Path) -> list[Path]:
     """Complete checkpoints, oldest first (temporary folders and best/ are not step checkpoints)."""
     root = Path(run_dir, CHECKPOINT_DIR)
     if not root.is_dir():
         return []
     found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith("step-")]
-    return sorted(found, key=lambda p: int(p.name.split("-")[1]))
+    return sorted(found, key=checkpoint_step)
 
 
 def latest_sound_checkpoint(run_dir: str | Path, log: Callable[[str], None] = print,
