@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from transduce.config import Config, ConfigError
+from transduce.config import Config, ConfigError, DecodeConfig, Option, options_of
 from transduce.constants import CONFIG_FILE, TOKENIZER_KINDS
 from transduce.data.readers import DataError, read_lines, read_pairs
 
@@ -19,39 +19,45 @@ USER_ERRORS = (DataError, ConfigError, FileNotFoundError, IsADirectoryError, Per
 
 
 def _add_decode_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--beam", type=int, help="beam size (1 = greedy); default: the model's decode.beam")
-    p.add_argument("--max-length", type=int, help="most tokens to generate")
-    p.add_argument("--max-length-ratio", type=float, help="also cap at this ratio of the source length")
-    p.add_argument("--min-length", type=int, help="tokens to generate before the end is allowed")
-    p.add_argument("--length-penalty", choices=["avg", "gnmt", "none"], help="score normalisation: avg "
-                   "(log-prob / length), gnmt (log-prob / ((5 + length) / 6) ** alpha), none")
-    p.add_argument("--length-alpha", type=float,
-                   help="alpha of --length-penalty gnmt; default: the model's decode.length_alpha")
-    p.add_argument("--no-repeat-ngram", type=int, metavar="N",
-                   help="no output repeats one of its own N-grams (0 = off)")
-    p.add_argument("--suppress-unk", action="store_true", default=None, help="never output the unknown token")
-    p.add_argument("--batch-size", type=int, help="sentences per decode batch")
+    """One flag per DecodeConfig field (--max-length for max_length); each defaults to None, the
+    model's saved setting."""
+    for declared in options_of(DecodeConfig):
+        flag, text = "--" + declared.name.replace("_", "-"), _decode_help(declared)
+        if declared.kind is bool:
+            p.add_argument(flag, action="store_true", default=None, help=text)
+        elif declared.choices is not None:
+            p.add_argument(flag, choices=declared.choices, help=text)
+        else:
+            p.add_argument(flag, type=declared.kind, metavar=declared.kind.__name__.upper(), help=text)
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
-    p.add_argument("--sample", action="store_true", default=None, help="sample tokens instead of searching")
-    p.add_argument("--temperature", type=float, help="sampling temperature")
-    p.add_argument("--top-k", type=int, help="sample among the k most probable tokens")
-    p.add_argument("--top-p", type=float, help="sample among the most probable tokens holding this mass")
-    p.add_argument("--seed", type=int, help="sampling seed")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
                    help="weights for decoding: fp32, or bf16 (faster where the CPU/GPU has bfloat16 support)")
 
 
+def _decode_help(declared: Option) -> str:
+    return f"{declared.help}; default: the model's decode.{declared.name}".replace("%", "%%")
+
+
 def _decode_overrides(args) -> dict:
-    return dict(beam=args.beam, max_length=args.max_length, max_length_ratio=args.max_length_ratio,
-                min_length=args.min_length, length_penalty=args.length_penalty, length_alpha=args.length_alpha,
-                no_repeat_ngram=args.no_repeat_ngram, suppress_unk=args.suppress_unk, batch_size=args.batch_size,
-                sample=args.sample, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed)
+    """The DecodeConfig fields given on the command line (None = the model's setting)."""
+    return {declared.name: vars(args)[declared.name] for declared in options_of(DecodeConfig)}
+
+
+def _given(values: dict) -> dict:
+    """The command-line values that were given (an absent flag is None)."""
+    return {key: value for key, value in values.items() if value is not None}
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="transduce", description="Train, run and score sequence-to-sequence models.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (_add_quickstart, _add_train, _add_translate, _add_evaluate, _add_serve, _add_quantize, _add_export,
+                _add_average, _add_plot, _add_demo):
+        add(sub)
+    return parser
 
+
+def _add_quickstart(sub) -> None:
     p = sub.add_parser("quickstart", help="from a pairs file to a served model in one command",
                        description="Split PAIRS into train/dev/test (by a hash of each pair), choose the tokenizer "
                        "(characters for Chinese/Japanese, SentencePiece otherwise) and a model from the data, train "
@@ -70,6 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-serve", action="store_true", help="stop after the test report")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
+
+def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train a model from pairs (or resume the run in --out)",
                        description="Train a model; the output folder is a model folder (config.json, vocabularies, "
                        "model.safetensors) plus checkpoints/ and log.jsonl. When --out already holds checkpoints, "
@@ -90,6 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
+
+def _add_translate(sub) -> None:
     p = sub.add_parser("translate", help="decode text with a trained model",
                        description="Translate lines from stdin (or --input) to stdout (or --output).")
     p.add_argument("--model", required=True, nargs="+",
@@ -103,6 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --json: also each output's attention weights and the source tokens they weigh")
     _add_decode_options(p)
 
+
+def _add_evaluate(sub) -> None:
     p = sub.add_parser("evaluate", help="score a model on pairs",
                        description="Decode the sources of --data and print a JSON report "
                        "(bleu, chrf, rouge1/2/L, exact_match, perplexity).")
@@ -115,6 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also BLEU on code tokens, as CoNaLa scores generated code (code_bleu)")
     _add_decode_options(p)
 
+
+def _add_serve(sub) -> None:
     p = sub.add_parser("serve", help="serve a model over HTTP (JSON API, metrics, a web page to try it)",
                        description="Serve a model folder with FastAPI on uvicorn: POST /v1/translate, GET /health, "
                        "GET /metrics (Prometheus), the page at / and the API docs at /docs. Concurrent requests "
@@ -135,6 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"], help="weights for decoding")
 
+
+def _add_quantize(sub) -> None:
     p = sub.add_parser("quantize", help="int8 copy of a model for fast CPU inference",
                        description="Write an int8 copy of a model folder (linear and recurrent weights as int8 with "
                        "a float scale per output row; activations quantized at run time). It loads and decodes "
@@ -144,6 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep-float", action="append", default=[], metavar="WEIGHT",
                    help="a weight to keep in float32, e.g. output.weight (repeatable)")
 
+
+def _add_export(sub) -> None:
     p = sub.add_parser("export", help="export a Transformer to another inference engine (CTranslate2)",
                        description="Convert a Transformer model folder for CTranslate2 (needs the ctranslate2 "
                        "package: pip install 'transduce[export]'); the folder also holds our tokenizers and "
@@ -154,6 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quantization", help="CTranslate2 weight type: int8, int8_float32, int16, float16, bfloat16 ...")
     p.add_argument("--force", action="store_true", help="replace --out if it exists")
 
+
+def _add_average(sub) -> None:
     p = sub.add_parser("average", help="average the weights of a run's last checkpoints into a new model",
                        description="Average the weights of the last K checkpoints of RUN_DIR (element-wise mean) "
                        "and write a model folder that translate, evaluate and the API load like any other.")
@@ -163,19 +183,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the checkpoints of these updates instead (one step: that checkpoint as a model folder)")
     p.add_argument("--out", required=True, help="new model folder")
 
+
+def _add_plot(sub) -> None:
     p = sub.add_parser("plot", help="draw a run's learning curves to a PNG",
                        description="Draw train/dev loss, dev BLEU/chrF/ROUGE-L, learning rate and tokens/s "
                        "from RUN_DIR/log.jsonl.")
     p.add_argument("run_dir", help="a training output folder")
     p.add_argument("--out", help="PNG file (default: RUN_DIR/curves.png)")
 
+
+def _add_demo(sub) -> None:
     p = sub.add_parser("demo", help="train a small model on the embedded data set, then decode and score it",
                        description="Train on the embedded CSL title data (Chinese abstracts -> titles, characters), "
                        "decode its test set, print examples and scores.")
     p.add_argument("--out", default="runs/demo", help="model folder (default: runs/demo)")
     p.add_argument("--steps", type=int, default=None, help="training updates (default: the demo's budget)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    return parser
 
 
 def cmd_quickstart(args) -> int:
@@ -219,21 +242,10 @@ def _train_config(args) -> Config:
         config = Config.load(saved)
     else:
         config = Config()
-    for key, value in (("data.train", args.train), ("data.train_target", args.train_target),
-                       ("data.dev", args.dev), ("data.dev_target", args.dev_target), ("train.steps", args.steps),
-                       ("train.save_every", args.save_every)):
-        if value is not None:
-            config = _set(config, key, value)
-    if args.quiet:
-        config = _set(config, "train.progress", False)
-    return config.override(list(args.overrides))
-
-
-def _set(config: Config, key: str, value) -> Config:
-    section, name = key.split(".")
-    tree = config.to_dict()
-    tree[section][name] = value
-    return Config.from_dict(tree)
+    flags = {"data.train": args.train, "data.train_target": args.train_target, "data.dev": args.dev,
+             "data.dev_target": args.dev_target, "train.steps": args.steps, "train.save_every": args.save_every,
+             "train.progress": False if args.quiet else None}
+    return config.override(_given(flags)).override(list(args.overrides))
 
 
 def cmd_translate(args) -> int:
@@ -297,14 +309,11 @@ def cmd_serve(args) -> int:
 
     model = Path(args.model)
     saved = Config.load(model / CONFIG_FILE) if (model / CONFIG_FILE).is_file() else Config()
-    changes = {"host": args.host, "port": args.port, "max_batch_size": args.max_batch_size,
-               "max_wait_ms": args.max_wait_ms, "max_texts": args.max_texts, "max_input_chars": args.max_input_chars,
-               "max_body_bytes": args.max_body_bytes, "timeout_s": args.timeout}
-    if args.no_batching:
-        changes["batching"] = False
-    tree = saved.to_dict()
-    tree["serve"].update({k: v for k, v in changes.items() if v is not None})
-    settings = Config.from_dict(tree).serve
+    flags = {"host": args.host, "port": args.port, "max_batch_size": args.max_batch_size,
+             "max_wait_ms": args.max_wait_ms, "max_texts": args.max_texts, "max_input_chars": args.max_input_chars,
+             "max_body_bytes": args.max_body_bytes, "timeout_s": args.timeout,
+             "batching": False if args.no_batching else None}
+    settings = saved.override(_given({f"serve.{key}": value for key, value in flags.items()})).serve
     api_key = args.api_key or os.environ.get("TRANSDUCE_API_KEY") or None
     try:
         loopback = settings.host == "localhost" or ipaddress.ip_address(settings.host).is_loopback

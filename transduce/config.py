@@ -7,16 +7,19 @@ is enough to rebuild the model.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+import math
 import types
 import typing
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from transduce.constants import TOKENIZER_KINDS
+from transduce.constants import KERNEL_MODES, TOKENIZER_KINDS
 
 
 class ConfigError(ValueError):
@@ -31,6 +34,85 @@ def _check_choice(key: str, value: Any, choices: tuple) -> None:
 def _check_positive(key: str, value: float, allow_zero: bool = False) -> None:
     if not value >= 0 or (value == 0 and not allow_zero) or value == float("inf"):  # NaN fails value >= 0
         raise ConfigError(f"{key}: must be {'>= 0' if allow_zero else '> 0'}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class Option:
+    """What one field declares beyond its type: help text, limits, choices, and the server's view of it.
+
+    Written once, with `option(...)`, as the field's metadata; `__post_init__` checks the limits, and
+    the CLI flags and the server's request schema are made from `options_of(cls)`. `api_le` is the
+    server's own cap where a request may ask less than the config allows (a beam of 1000 is a valid
+    config but no request to share a server with); `api=False` keeps the option out of requests.
+    """
+
+    help: str
+    gt: float | None = None  # value > gt
+    ge: float | None = None  # value >= ge
+    le: float | None = None  # value <= le
+    choices: tuple | None = None
+    api_le: float | None = None
+    api: bool = True
+    # filled in by options_of from the field itself
+    name: str = ""
+    kind: type = object  # int, float, str or bool (besides None, for a field that may be None)
+    default: Any = None
+    nullable: bool = False
+
+    @property
+    def request_le(self) -> float | None:
+        """The upper limit of a request's value: the config's, or the server's tighter cap."""
+        caps = [cap for cap in (self.le, self.api_le) if cap is not None]
+        return min(caps) if caps else None
+
+
+def option(default: Any, help: str, *, gt: float | None = None, ge: float | None = None, le: float | None = None,
+           choices: tuple | None = None, api_le: float | None = None, api: bool = True) -> Any:
+    """A dataclass field with its default and its declared `Option`."""
+    return field(default=default, metadata={"option": Option(help, gt, ge, le, choices, api_le, api)})
+
+
+@functools.cache
+def options_of(cls: type) -> tuple[Option, ...]:
+    """The declared options of a config dataclass whose fields are all `option`s, in field order."""
+    hints = _type_hints(cls)
+    declared = []
+    for f in dataclasses.fields(cls):
+        hint = hints[f.name]
+        kinds = [k for k in typing.get_args(hint) if k is not type(None)] or [hint]
+        declared.append(dataclasses.replace(f.metadata["option"], name=f.name, kind=kinds[0], default=f.default,
+                                            nullable=type(None) in typing.get_args(hint)))
+    return tuple(declared)
+
+
+def _check_options(section: str, config: Any) -> None:
+    """Check each field of `config` against its declared choices or limits."""
+    for declared in options_of(type(config)):
+        value = getattr(config, declared.name)
+        if value is None and declared.nullable:
+            continue
+        key = f"{section}.{declared.name}"
+        if declared.choices is not None:
+            _check_choice(key, value, declared.choices)
+        elif (declared.gt, declared.ge, declared.le) != (None, None, None):
+            _check_range(key, value, declared)
+
+
+def _check_range(key: str, value: float, declared: Option) -> None:
+    gt, ge, le = declared.gt, declared.ge, declared.le
+    inside = (gt is None or value > gt) and (ge is None or value >= ge) and (le is None or value <= le)
+    if not inside or (isinstance(value, float) and not math.isfinite(value)):  # NaN fails every comparison
+        raise ConfigError(f"{key}: must be {_bounds(declared)}, got {value!r}")
+
+
+def _bounds(declared: Option) -> str:
+    """The declared range in words: "> 0", ">= 0", "<= 1", "in (0, 1]", "in [0, 16]"."""
+    low = declared.gt if declared.gt is not None else declared.ge
+    if declared.le is None:
+        return f"{'>' if declared.gt is not None else '>='} {low}"
+    if low is None:
+        return f"<= {declared.le}"
+    return f"in {'(' if declared.gt is not None else '['}{low}, {declared.le}]"
 
 
 @dataclass
@@ -162,11 +244,15 @@ class TrainConfig:
     # a trained model folder to start from (fine-tuning): its tokenizers, vocabularies and weights;
     # data.tokenizer, data.shared_vocab and the model settings other than dropout must match it
     init_from: str | None = None
+    # which CPU kernels compute float32 linear maps and their gradients: auto (the fast paths, weight
+    # gradients by a fixed rule of CPU features and shape) | onednn | mkl | torch (plain PyTorch throughout)
+    kernels: str = "auto"
 
     def __post_init__(self) -> None:
         self.adam_betas = tuple(self.adam_betas)  # YAML/JSON give lists
         _check_choice("train.schedule", self.schedule, ("inverse_sqrt", "constant"))
         _check_choice("train.precision", self.precision, ("auto", "fp32", "bf16", "fp16"))
+        _check_choice("train.kernels", self.kernels, KERNEL_MODES)
         _check_choice("train.eval_metric", self.eval_metric, ("loss", "bleu", "chrf", "rougeL"))
         _check_choice("train.final_weights", self.final_weights, ("best", "last"))
         if self.eval_metric != "loss" and not self.dev_bleu:
@@ -182,37 +268,30 @@ class TrainConfig:
 
 @dataclass
 class DecodeConfig:
-    """Search settings used by translate, evaluate and dev evaluation."""
+    """Search settings used by translate, evaluate, the server and dev evaluation.
 
-    beam: int = 5
-    max_length: int = 200  # generated tokens, end-of-sentence excluded
-    max_length_ratio: float | None = None  # also cap at ceil(ratio x source length)
-    min_length: int = 0  # generated tokens before EOS is allowed
-    length_penalty: str = "avg"  # avg (score / length) | gnmt (score / ((5 + length) / 6) ** alpha) | none
-    length_alpha: float = 0.6  # gnmt's alpha
-    no_repeat_ngram: int = 0  # n > 0: no output repeats one of its own n-grams
-    suppress_unk: bool = False  # never output the unknown token
-    batch_size: int = 64  # sentences per decode batch
-    sample: bool = False  # draw tokens instead of searching
-    temperature: float = 1.0
-    top_k: int = 0  # 0 = no top-k restriction
-    top_p: float = 1.0  # 1.0 = no nucleus restriction
-    seed: int = 0  # sampling seed: the same seed gives the same samples
+    Each option is declared here once (`option`): the flags of `transduce translate` / `evaluate`
+    and the fields of the server's request are made from these declarations."""
+
+    beam: int = option(5, "beam size (1 = greedy)", gt=0, api_le=32)
+    max_length: int = option(200, "most tokens to generate (end of sentence excluded)", gt=0, api_le=1024)
+    max_length_ratio: float | None = option(None, "also cap at ceil(ratio x source length)", gt=0, api_le=100)
+    min_length: int = option(0, "tokens to generate before the end is allowed", ge=0, api_le=1024)
+    length_penalty: str = option("avg", "score normalisation: avg (log-prob / length), "
+                                 "gnmt (log-prob / ((5 + length) / 6) ** alpha), none", choices=("avg", "gnmt", "none"))
+    length_alpha: float = option(0.6, "alpha of length_penalty gnmt", ge=0, api_le=10)
+    no_repeat_ngram: int = option(0, "n > 0: no output repeats one of its own n-grams (0 = off)", ge=0, api_le=16)
+    suppress_unk: bool = option(False, "never output the unknown token")
+    # the server makes its own batches (serve.max_batch_size): a request does not size them
+    batch_size: int = option(64, "sentences per decode batch", gt=0, api=False)
+    sample: bool = option(False, "draw tokens instead of searching")
+    temperature: float = option(1.0, "sampling temperature", gt=0, api_le=100)
+    top_k: int = option(0, "sample among the k most probable tokens (0 = all)", ge=0, api_le=1_000_000)
+    top_p: float = option(1.0, "sample among the most probable tokens holding this mass (1 = all)", gt=0, le=1)
+    seed: int = option(0, "sampling seed: the same seed gives the same samples", ge=0, le=2**63 - 1)
 
     def __post_init__(self) -> None:
-        _check_positive("decode.beam", self.beam)
-        _check_positive("decode.max_length", self.max_length)
-        _check_positive("decode.batch_size", self.batch_size)
-        _check_positive("decode.min_length", self.min_length, allow_zero=True)
-        _check_positive("decode.temperature", self.temperature)
-        _check_positive("decode.top_k", self.top_k, allow_zero=True)
-        if not 0 < self.top_p <= 1:
-            raise ConfigError(f"decode.top_p: must be in (0, 1], got {self.top_p}")
-        _check_choice("decode.length_penalty", self.length_penalty, ("avg", "gnmt", "none"))
-        _check_positive("decode.length_alpha", self.length_alpha, allow_zero=True)
-        _check_positive("decode.no_repeat_ngram", self.no_repeat_ngram, allow_zero=True)
-        if self.max_length_ratio is not None:
-            _check_positive("decode.max_length_ratio", self.max_length_ratio)
+        _check_options("decode", self)
 
 
 @dataclass
@@ -276,32 +355,47 @@ class Config:
         except ConfigError as exc:
             raise ConfigError(f"{path}: {exc}") from None
 
-    def override(self, assignments: list[str]) -> "Config":
-        """A new config with "section.key=value" assignments applied (values parsed as YAML)."""
+    def override(self, assignments: Iterable[str] | Mapping[str, Any]) -> "Config":
+        """A new config with some values replaced, checked as a loaded file is: the one way to change one.
+
+        `assignments`: "section.key=value" strings (as --set gives them; values parsed as YAML), or
+        a {"section.key": value} mapping (values used as they are; None sets None)."""
         tree = self.to_dict()
-        for assignment in assignments:
-            key, sep, raw = assignment.partition("=")
-            if not sep:
-                raise ConfigError(f"--set {assignment!r}: expected section.key=value")
+        pairs = assignments.items() if isinstance(assignments, Mapping) else map(_parse_assignment, assignments)
+        for key, value in pairs:
             parts = key.strip().split(".")
             if len(parts) != 2:
-                raise ConfigError(f"--set {assignment!r}: the key must be section.key, e.g. model.hidden")
+                raise ConfigError(f"{key!r}: the key must be section.key, e.g. model.hidden")
             section, name = parts
             if section not in tree:
                 raise ConfigError(f"unknown section {section!r} (valid: {', '.join(tree)})")
             if name not in tree[section]:
                 raise ConfigError(f"unknown key '{key}' (valid: {', '.join(tree[section])})")
-            try:
-                tree[section][name] = yaml.safe_load(raw) if raw.strip() else None
-            except yaml.YAMLError:
-                tree[section][name] = raw
+            tree[section][name] = value
         return Config.from_dict(tree)
+
+
+def _parse_assignment(assignment: str) -> tuple[str, Any]:
+    """"section.key=value" -> (key, value parsed as YAML; an unparsable value stays a string)."""
+    key, sep, raw = assignment.partition("=")
+    if not sep:
+        raise ConfigError(f"--set {assignment!r}: expected section.key=value")
+    try:
+        return key, yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        return key, raw
+
+
+@functools.cache
+def _type_hints(cls: type) -> dict[str, Any]:
+    """A dataclass's field types, resolved once (resolving them is most of the cost of a rebuild)."""
+    return typing.get_type_hints(cls)
 
 
 def _build(cls: type, tree: dict, prefix: str) -> Any:
     if not isinstance(tree, dict):
         raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {type(tree).__name__}")
-    hints = typing.get_type_hints(cls)
+    hints = _type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs = {}
     for key, value in tree.items():

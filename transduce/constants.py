@@ -4,6 +4,7 @@ PAD, UNK, BOS, EOS = 0, 1, 2, 3
 PAD_TOKEN, UNK_TOKEN, BOS_TOKEN, EOS_TOKEN = "<pad>", "<unk>", "<s>", "</s>"
 SPECIAL_TOKENS = (PAD_TOKEN, UNK_TOKEN, BOS_TOKEN, EOS_TOKEN)
 TOKENIZER_KINDS = ("char", "word", "code", "spm")  # data.tokenizer
+KERNEL_MODES = ("auto", "onednn", "mkl", "torch")  # train.kernels
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"

@@ -8,7 +8,7 @@ modules on the CPU (`export.quantize`).
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -54,7 +54,23 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-class Translator:
+class TranslatorBase:
+    """What every translator shares (ours and `export.ctranslate2`'s): the model's saved decoding
+    settings, replaced per call, and the best output of each text. A subclass sets `config` and
+    defines `translate_nbest(texts, *, nbest, **options)`."""
+
+    config: Config
+
+    def decode_options(self, **overrides) -> DecodeConfig:
+        """The model's saved decoding settings with the given ones replaced (None = keep), checked."""
+        return self.config.override({f"decode.{k}": v for k, v in overrides.items() if v is not None}).decode
+
+    def translate(self, texts: Sequence[str], *, beam: int | None = None, **options) -> list[str]:
+        """The best translation of each text."""
+        return [row[0].text if row else "" for row in self.translate_nbest(texts, beam=beam, **options)]
+
+
+class Translator(TranslatorBase):
     """Load once, translate many times; safe to call from several threads (one decode at a time)."""
 
     def __init__(self, config: Config, codec: TextCodec, model: torch.nn.Module, device: torch.device):
@@ -111,10 +127,6 @@ class Translator:
                 raise ModelLoadError(f"{directory}: cannot join an ensemble with {directories[0]} ({problem})")
         return cls(first.config, first.codec, Ensemble([m.model for m in members]), first.device)
 
-    def decode_options(self, **overrides) -> DecodeConfig:
-        """The model's saved decoding settings with the given ones replaced (None = keep)."""
-        return replace(self.config.decode, **{k: v for k, v in overrides.items() if v is not None})
-
     def translate_nbest(
         self, texts: Sequence[str], *, nbest: int = 1, attention: bool = False, **options
     ) -> list[list[Translation]]:
@@ -129,10 +141,6 @@ class Translator:
             hyps = decode_examples(self.model, examples, cfg, nbest=nbest, device=self.device, attention=attention)
         sources = [self.codec.source_tokens(text) for text in texts]
         return [[self._to_translation(h, source, ex.oov) for h in row] for source, ex, row in zip(sources, examples, hyps)]
-
-    def translate(self, texts: Sequence[str], *, beam: int | None = None, **options) -> list[str]:
-        """The best translation of each text."""
-        return [row[0].text if row else "" for row in self.translate_nbest(texts, beam=beam, **options)]
 
     def _to_translation(self, hyp: Hypothesis, source_tokens: list[str], oov: list[str] | None) -> Translation:
         """`oov`: the words a copy model may have copied from this source (ids from len(vocabulary) on)."""

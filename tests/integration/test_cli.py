@@ -1,5 +1,7 @@
 """The `transduce` command end to end, in a subprocess: train, translate, evaluate, --help, and
 one-line errors (exit status 2, no traceback) for every kind of bad input."""
+import argparse
+import dataclasses
 import itertools
 import json
 import os
@@ -10,6 +12,8 @@ import sys
 
 import pytest
 
+from transduce.cli import _decode_overrides, build_parser
+from transduce.config import DecodeConfig, options_of
 from transduce.evaluation.code_bleu import code_bleu
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONIOENCODING": "utf-8"}
@@ -173,6 +177,50 @@ def test_evaluate_prints_a_json_report(trained):
     with_code = json.loads(proc.out)
     assert with_code["code_bleu"] == round(code_bleu(hypotheses, references)["score"], 2)
     assert with_code["code_bleu_signature"].startswith("code-tokens|")
+
+
+def _subcommand(name: str) -> argparse.ArgumentParser:
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return commands.choices[name]
+
+
+@pytest.mark.parametrize("command", ["translate", "evaluate"])
+def test_decode_flags_are_exactly_the_decode_config_fields(command):
+    """One flag per DecodeConfig field, with its help, type and choices; absent, each is None."""
+    parser = _subcommand(command)
+    decode_names = {f.name for f in dataclasses.fields(DecodeConfig)}
+    flags = {a.dest: a for a in parser._actions if a.dest in decode_names}
+    assert set(flags) == decode_names
+    for declared in options_of(DecodeConfig):
+        action = flags[declared.name]
+        assert action.option_strings == ["--" + declared.name.replace("_", "-")]
+        assert action.help.startswith(declared.help), (action.help, declared.help)
+        assert action.default is None
+        if declared.kind is bool:
+            assert isinstance(action, argparse._StoreTrueAction)
+        else:
+            assert action.type is (None if declared.choices else declared.kind)
+            assert action.choices == declared.choices
+    args = parser.parse_args(["--model", "m", "--data", "d"] if command == "evaluate" else ["--model", "m"])
+    assert _decode_overrides(args) == dict.fromkeys(decode_names)
+
+
+def test_decode_flags_reach_the_decode_config(trained):
+    """Every flag lands in the DecodeConfig the decoder gets, checked by its limits."""
+    root, out, _ = trained
+    flags = ["--beam", 2, "--max-length", 9, "--max-length-ratio", 3.0, "--min-length", 1, "--length-penalty", "none",
+             "--length-alpha", 0.3, "--no-repeat-ngram", 3, "--suppress-unk", "--batch-size", 7, "--temperature", 0.5,
+             "--top-k", 4, "--top-p", 0.9, "--seed", 11]
+    proc = run("evaluate", "--model", out, "--data", root / "dev.tsv", *flags)
+    assert proc.returncode == 0, proc.err
+    assert json.loads(proc.out)["decode"] == {
+        "beam": 2, "max_length": 9, "max_length_ratio": 3.0, "min_length": 1, "length_penalty": "none",
+        "length_alpha": 0.3, "no_repeat_ngram": 3, "suppress_unk": True, "batch_size": 7, "sample": False,
+        "temperature": 0.5, "top_k": 4, "top_p": 0.9, "seed": 11}
+    _assert_one_line_error(run("translate", "--model", out, "--top-p", 1.5, stdin="a\n"),
+                           "decode.top_p: must be in (0, 1]")
+    _assert_one_line_error(run("translate", "--model", out, "--beam", 0, stdin="a\n"), "decode.beam: must be > 0")
 
 
 @pytest.mark.parametrize("command", [None, "train", "translate", "evaluate", "plot", "demo"])

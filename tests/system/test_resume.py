@@ -193,18 +193,24 @@ def test_tensorboard_events_are_written_on_request(data, tmp_path):
     assert os.listdir(tmp_path / "run" / "tensorboard")
 
 
-def test_a_resumed_run_computes_weight_gradients_with_the_backends_the_run_chose(data, tmp_path, monkeypatch):
-    """The faster of MKL and oneDNN is timed per weight shape; the checkpoint keeps the choices so
-    that a resumed run does not time again (and perhaps choose otherwise) but adopts them."""
-    from transduce.models import linear as linear_module
-    monkeypatch.setattr(linear_module, "CHOOSE_ABOVE_FLOPS", 0)  # time every shape of this small model
-    monkeypatch.setattr(linear_module, "_MKL_FASTER", {})
+def test_a_resumed_run_computes_with_the_kernels_the_run_recorded(data, tmp_path):
+    """A checkpoint records the kernel policy the run used; resumed where `auto` would settle
+    otherwise (another machine: here a record edited to say so), the run goes on with its own."""
+    from transduce import kernels
     out = tmp_path / "run"
     Trainer(_config(data, steps=4, eval_every=0), out, device="cpu", log=lambda m: None).fit()
-    chosen = dict(linear_module._MKL_FASTER)
-    state = json.loads((list_checkpoints(out)[-1] / TRAINER_STATE_FILE).read_text())
-    assert chosen and state["weight_gradients"] == linear_module.weight_gradient_choices()
-    flipped = {shape: not faster for shape, faster in chosen.items()}
-    monkeypatch.setattr(linear_module, "_MKL_FASTER", dict(flipped))  # as another process might time them
-    trainer = Trainer(_config(data, steps=8, eval_every=0), out, device="cpu", log=lambda m: None)
-    assert trainer.step == 4 and linear_module._MKL_FASTER == chosen
+    state_file = list_checkpoints(out)[-1] / TRAINER_STATE_FILE
+    state = json.loads(state_file.read_text())
+    assert state["kernels"] == kernels.resolve("auto").to_dict()
+    elsewhere = dict(state["kernels"], weight_gradients="mkl", cpu="AVX2")
+    state_file.write_text(json.dumps(dict(state, kernels=elsewhere)))
+    sums_file = state_file.parent / checkpoint_module.CHECKSUM_FILE  # the edit is not damage: sums follow it
+    sums = json.loads(sums_file.read_text())
+    sums_file.write_text(json.dumps(dict(sums, **{TRAINER_STATE_FILE: checkpoint_module._sha256(state_file)})))
+    messages = []
+    trainer = Trainer(_config(data, steps=8, eval_every=0), out, device="cpu", log=messages.append)
+    assert trainer.step == 4 and trainer.kernels.to_dict() == elsewhere == kernels.active().to_dict()
+    assert any("kernels: the run's own (auto: oneDNN products, weight gradients MKL" in m for m in messages)
+    trainer = Trainer(_config(data, steps=8, eval_every=0, kernels="torch"), out, device="cpu", log=messages.append)
+    assert not kernels.fast() and "instead of the run's auto" in messages[-2]
+    kernels.use("auto")

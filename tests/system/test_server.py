@@ -22,7 +22,7 @@ from tests.system.serving_helpers import (
     wait_ready,
 )
 from transduce.config import ServeConfig
-from transduce.inference import Translator
+from transduce.inference import Translator, TranslatorBase
 
 TEXTS = ["基于深度学习的图像识别方法", "一种新的网络安全模型", "面向大数据的分布式存储系统设计", "数据", "本文提出了一种算法"]
 
@@ -77,8 +77,9 @@ def test_concurrent_requests_are_batched_and_answered_as_if_alone(model_dir, ref
         def one(i):
             text = TEXTS[i % len(TEXTS)]
             barrier.wait()
-            r = httpx.post(f"{url}/v1/translate", json={"texts": [text], "beam": 2}, timeout=30)
-            return text, r
+            # half name the model's own beam (2), half leave it out: the same settings, one batch
+            body = {"texts": [text], "beam": 2} if i % 2 else {"texts": [text]}
+            return text, httpx.post(f"{url}/v1/translate", json=body, timeout=30)
 
         with concurrent.futures.ThreadPoolExecutor(10) as pool:
             answers = list(pool.map(one, range(10)))
@@ -121,6 +122,8 @@ def test_every_limit_answers_json_and_the_server_goes_on(model_dir):
             ({"json": {"texts": ["a"], "min_length": 9, "max_length": 3}}, 422, "min_length"),
             ({"content": b"not json", "headers": {"content-type": "application/json"}}, 422, ""),
             ({"json": {"texts": ["a"], "model": "/etc/passwd"}}, 422, "model: Extra inputs"),
+            ({"json": {"texts": ["a"], "beam": 33}}, 422, "beam: Input should be less than or equal to 32"),
+            ({"json": {"texts": ["a"], "batch_size": 4}}, 422, "batch_size: Extra inputs"),
         ]
         for request, status, words in cases:
             r = httpx.post(f"{url}/v1/translate", **request)
@@ -131,7 +134,7 @@ def test_every_limit_answers_json_and_the_server_goes_on(model_dir):
         metrics = httpx.get(f"{url}/metrics").text
         assert _metric(metrics, "transduce_request_errors_total", reason="body_too_large") == 2
         assert _metric(metrics, "transduce_request_errors_total", reason="too_many_texts") == 1
-        assert _metric(metrics, "transduce_requests_total", route="/v1/translate", status="422") == 9
+        assert _metric(metrics, "transduce_requests_total", route="/v1/translate", status="422") == 11
 
 
 def test_api_key_is_required_when_set(model_dir):
@@ -145,7 +148,7 @@ def test_api_key_is_required_when_set(model_dir):
             assert httpx.post(f"{url}/v1/translate", json={"texts": ["a"]}, headers=headers).status_code == 200
 
 
-class _Slow:
+class _Slow(TranslatorBase):
     """A translator that takes its time (for loading and timeout tests)."""
 
     def __init__(self, inner, seconds):

@@ -27,7 +27,7 @@ from transduce.training.checkpoint import (
     save_checkpoint,
     save_weights,
 )
-from transduce.training.loss import label_smoothed_nll
+from transduce.kernels.cross_entropy import label_smoothed_nll
 from transduce.training.optim import make_optimizer
 
 V = 12

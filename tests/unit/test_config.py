@@ -1,4 +1,5 @@
 """The typed config tree: defaults, YAML in, "a.b=v" overrides, errors that name the key, JSON round trip."""
+import dataclasses
 import json
 
 import pytest
@@ -10,6 +11,7 @@ from transduce.config import (
     DecodeConfig,
     ModelConfig,
     TrainConfig,
+    options_of,
 )
 
 
@@ -245,3 +247,80 @@ def test_model_extras_validation():
         ModelConfig(coverage=True)
     with pytest.raises(ConfigError, match=r"model\.attention_dropout"):
         ModelConfig(attention_dropout=1.0)
+
+
+def _outside(declared):
+    """Values just beyond each declared limit of an option."""
+    values = []
+    if declared.gt is not None:
+        values.append(declared.gt)
+    if declared.ge is not None:
+        values.append(declared.ge - 1)
+    if declared.le is not None:
+        values.append(declared.le + 1)
+    return values
+
+
+@pytest.mark.parametrize("declared", options_of(DecodeConfig), ids=lambda d: d.name)
+def test_decode_validation_follows_the_declared_limits(declared):
+    for value in _outside(declared):
+        with pytest.raises(ConfigError, match=rf"decode\.{declared.name}: must be"):
+            DecodeConfig(**{declared.name: value})
+    for value in [declared.gt, declared.ge, declared.le]:  # on the limit: allowed, except past gt
+        if value is not None and value != declared.gt:
+            assert getattr(DecodeConfig(**{declared.name: value}), declared.name) == value
+    if declared.choices is not None:
+        for choice in declared.choices:
+            DecodeConfig(**{declared.name: choice})
+        with pytest.raises(ConfigError, match=rf"decode\.{declared.name}: 'nope' is not one of"):
+            DecodeConfig(**{declared.name: "nope"})
+    if declared.kind is float:
+        for value in (float("nan"), float("inf")):
+            with pytest.raises(ConfigError, match=rf"decode\.{declared.name}"):
+                DecodeConfig(**{declared.name: value})
+    assert DecodeConfig(**{declared.name: declared.default}) == DecodeConfig()
+
+
+def test_every_decode_option_is_declared_with_help_and_a_checked_type():
+    declared = options_of(DecodeConfig)
+    assert [d.name for d in declared] == [f.name for f in dataclasses.fields(DecodeConfig)]
+    for d in declared:
+        assert d.help and d.kind in (int, float, str, bool), d
+        assert d.default == getattr(DecodeConfig(), d.name)
+        assert d.nullable == (d.name == "max_length_ratio")
+        if d.api_le is not None:  # a server cap only ever tightens the config's range
+            assert d.le is None or d.api_le < d.le
+            assert d.request_le == d.api_le
+    assert "batch_size" in {d.name for d in declared if not d.api}  # the server sizes its own batches
+    assert options_of(DecodeConfig) is declared  # computed once
+
+
+def test_range_messages_say_the_declared_bounds():
+    with pytest.raises(ConfigError, match=r"decode\.top_p: must be in \(0, 1\], got 1\.5"):
+        DecodeConfig(top_p=1.5)
+    with pytest.raises(ConfigError, match=r"decode\.beam: must be > 0, got 0"):
+        DecodeConfig(beam=0)
+    with pytest.raises(ConfigError, match=r"decode\.min_length: must be >= 0, got -1"):
+        DecodeConfig(min_length=-1)
+    with pytest.raises(ConfigError, match=r"decode\.seed: must be in \[0, 9223372036854775807\]"):
+        DecodeConfig(seed=-1)
+
+
+def test_override_takes_a_mapping_of_values_as_they_are():
+    base = Config()
+    cfg = base.override({"decode.beam": 1, "model.arch": "gru", "decode.max_length_ratio": 1.5})
+    assert (cfg.decode.beam, cfg.model.arch, cfg.decode.max_length_ratio) == (1, "gru", 1.5)
+    assert base.decode.beam == DecodeConfig().beam and base.model.arch == "lstm"  # the original is untouched
+    assert cfg.override({"decode.max_length_ratio": None}).decode.max_length_ratio is None  # None sets None
+    assert base.override({}) == base
+    # the same checks as a file: types (no YAML parsing of strings), limits, keys
+    with pytest.raises(ConfigError, match=r"decode\.beam: expected int"):
+        base.override({"decode.beam": "3"})
+    with pytest.raises(ConfigError, match=r"decode\.beam: must be > 0"):
+        base.override({"decode.beam": 0})
+    with pytest.raises(ConfigError, match=r"unknown key 'decode\.beem'"):
+        base.override({"decode.beem": 3})
+    with pytest.raises(ConfigError, match="section.key"):
+        base.override({"beam": 3})
+    # strings and a mapping give the same config
+    assert base.override(["decode.beam=1", "model.arch=gru"]) == base.override({"decode.beam": 1, "model.arch": "gru"})

@@ -2,17 +2,27 @@
 learned positions, shared, tied and untied embeddings) decode greedily to the very outputs of our
 own search once exported, teacher-forced log-probabilities agree, and models CTranslate2 cannot
 express are refused with a reason."""
+import dataclasses
 import random
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 pytest.importorskip("ctranslate2")
 
-from transduce.config import Config  # noqa: E402
+from transduce.config import Config, DecodeConfig, options_of  # noqa: E402
 from transduce.constants import CONFIG_FILE  # noqa: E402
-from transduce.export.ctranslate2 import CTranslate2Translator, ExportError, export_ctranslate2  # noqa: E402
+from transduce.data.codec import TextCodec  # noqa: E402
+from transduce.data.readers import Pair  # noqa: E402
+from transduce.export import ctranslate2 as ctranslate2_module  # noqa: E402
+from transduce.export.ctranslate2 import (  # noqa: E402
+    DECODE_FIELDS,
+    CTranslate2Translator,
+    ExportError,
+    export_ctranslate2,
+)
 from transduce.inference import Translator  # noqa: E402
 from transduce.training.trainer import Trainer  # noqa: E402
 
@@ -117,3 +127,59 @@ def test_an_existing_output_folder_needs_force(exported, tmp_path):
         export_ctranslate2(exported.root / "model", tmp_path)
     with pytest.raises(ExportError, match="quantization must be one of"):
         export_ctranslate2(exported.root / "model", tmp_path / "q", quantization="int3")
+
+
+# ---- every decoding option reaches CTranslate2 ---------------------------------------------
+class _RecordingEngine:
+    """Stands in for ctranslate2.Translator: records each translate_batch call, answers "a"."""
+
+    def __init__(self):
+        self.calls = []
+
+    def translate_batch(self, batch, **options):
+        self.calls.append((batch, options))
+        return [SimpleNamespace(hypotheses=[["a"]] * options["num_hypotheses"],
+                                scores=[-1.0] * options["num_hypotheses"]) for _ in batch]
+
+
+def _calls_for(settings: dict, monkeypatch) -> list:
+    """What CTranslate2 is asked (translate_batch calls and random seeds) for these decode settings."""
+    seeds = []
+    monkeypatch.setattr(ctranslate2_module.ctranslate2, "set_random_seed", seeds.append)
+    config = Config().override({f"decode.{key}": value for key, value in settings.items()})
+    theirs = object.__new__(CTranslate2Translator)  # no exported folder: the engine is the recorder
+    theirs.config, theirs.translator = config, _RecordingEngine()
+    theirs.codec = TextCodec.build(config.data, lambda: [Pair("ab cd", "a b", 1)])
+    theirs.translate_nbest(["ab", "abcd ab"], nbest=2)
+    return [*theirs.translator.calls, seeds]
+
+
+def _another_value(declared, current):
+    if declared.kind is bool:
+        return not current
+    if declared.choices is not None:
+        return next(choice for choice in declared.choices if choice != current)
+    if current is None:
+        return declared.kind(2)
+    return current + 1 if declared.kind is int else current / 2
+
+
+BASES = ({}, {"sample": True}, {"length_penalty": "gnmt"})  # some options matter only with another
+
+
+def test_every_decode_field_is_accounted_for():
+    assert set(DECODE_FIELDS) == {f.name for f in dataclasses.fields(DecodeConfig)}
+    assert all(DECODE_FIELDS.values())
+
+
+@pytest.mark.parametrize("declared", options_of(DecodeConfig), ids=lambda d: d.name)
+def test_changing_a_decode_field_changes_what_ctranslate2_is_asked(declared, monkeypatch):
+    """A field DECODE_FIELDS says is passed changes the call under some settings: none is dropped."""
+    if DECODE_FIELDS[declared.name].startswith("ignored:"):
+        pytest.skip(DECODE_FIELDS[declared.name])
+    for base in BASES:
+        current = {**dataclasses.asdict(DecodeConfig()), **base}[declared.name]
+        changed = {**base, declared.name: _another_value(declared, current)}
+        if _calls_for(base, monkeypatch) != _calls_for(changed, monkeypatch):
+            return
+    pytest.fail(f"decode.{declared.name} changes nothing CTranslate2 is asked ({DECODE_FIELDS[declared.name]})")

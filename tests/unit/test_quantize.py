@@ -31,7 +31,7 @@ from transduce.export.quantize import (
 )
 from transduce.inference import ModelLoadError, Translator
 from transduce.models.builder import build_model
-from transduce.models.linear import Linear
+from transduce.kernels import Linear
 from transduce.models.rnn import RecurrentCell
 from transduce.training.checkpoint import save_weights
 from transduce.training.trainer import Trainer

@@ -129,7 +129,8 @@ def test_rows_taking_the_place_of_finished_ones_decode_as_alone():
         lp_mixed, _ = model.decode_step(torch.stack([batch.tgt_in[3, 2], batch.tgt_in[1, 5]]),
                                         enc.select(torch.tensor([3, 1])), mixed)
         only_b = state.reorder(b)  # rows kept in order: moved up within the buffers
-        assert not only_b.ragged and only_b.length == 2 and only_b.keys[0].data_ptr() == state.keys[0].data_ptr()
+        assert not only_b.ragged and only_b.length == 2
+        assert only_b.cache.keys[0].data_ptr() == state.cache.keys[0].data_ptr()
         lp3, _ = model.decode_step(batch.tgt_in[b, 2], enc.select(b), only_b)
     ref, _ = decode_stepwise(model, batch)
     assert torch.allclose(lp[:2], ref[:2, 3], atol=TOL)
@@ -272,20 +273,21 @@ def test_reserved_caches_are_sized_once_and_keep_their_room_through_select_and_p
     model, batch, full, enc = _forty_tokens()
     with torch.no_grad():
         state = model.init_state(enc).reserve(41)
-        buffer = state.keys[0].data_ptr()
+        buffer = state.cache.keys[0].data_ptr()
         for t in range(35):  # past the unreserved initial room of 32 columns
             lp, state = model.decode_step(batch.tgt_in[:, t], enc, state)
             assert torch.allclose(lp, full[:, t], atol=TOL)
-        assert state.keys[0].data_ptr() == buffer and state.keys[0].size(2) == 41
+        assert state.cache.keys[0].data_ptr() == buffer and state.cache.keys[0].size(2) == 41
         rows = torch.tensor([3, 1])
         picked = state.select(rows)
-        assert picked.keys[0].size(2) >= 41
+        assert picked.cache.keys[0].size(2) >= 41
         lp, picked = model.decode_step(batch.tgt_in[rows, 35], enc.select(rows), picked)
         assert torch.allclose(lp, full[rows, 35], atol=TOL)
         fresh_enc = model.encode(batch.src[:1], batch.src_mask[:1], batch.src_lengths[:1])
         slot = torch.tensor([1])
         joined = picked.put(slot, model.init_state(fresh_enc).reserve(50))
-        assert joined.keys[0].size(2) >= 50 and joined.reserved == 50  # the newcomer's from the first column
+        assert joined.cache.keys[0].size(2) >= 50  # the newcomer's from the first column
+        assert joined.cache.reserved == 50
         joined_enc = enc.select(rows).put(slot, fresh_enc)
         prev = torch.stack([batch.tgt_in[3, 36], torch.tensor(BOS)])
         lp, _ = model.decode_step(prev, joined_enc, joined)
@@ -349,7 +351,7 @@ def test_reorder_reuses_the_buffers_of_the_state_before_and_decodes_as_select():
                     state = state.reorder(order) if reuse else state.select(order)
                     kept.append(state)
             results.append(lp)
-            storages.append({s.keys[0].untyped_storage().data_ptr() for s in kept})
+            storages.append({s.cache.keys[0].untyped_storage().data_ptr() for s in kept})
     assert torch.allclose(results[0], results[1], atol=TOL)
     assert torch.allclose(results[0], full[:, 35], atol=TOL)
     # two buffers take turns, fresh ones only when the length outgrows them (doubling); select: 72 new ones
@@ -359,17 +361,17 @@ def test_reorder_reuses_the_buffers_of_the_state_before_and_decodes_as_select():
 def test_a_reservation_past_the_limit_grows_by_doubling_beyond_it(monkeypatch):
     """Caches are reserved up to RESERVE_LIMIT columns (GPU memory is committed at once); a longer
     output grows them as an unreserved one does, with the same scores."""
-    from transduce.models import state as state_module
+    from transduce.models import kv_cache
 
-    monkeypatch.setattr(state_module, "RESERVE_LIMIT", 8)
+    monkeypatch.setattr(kv_cache, "RESERVE_LIMIT", 8)
     model, batch, full, enc = _forty_tokens()
     with torch.no_grad():
         state = model.init_state(enc).reserve(10_000)
-        assert state.reserved == 8
+        assert state.cache.reserved == 8
         for t in range(40):  # past the initial 32 columns
             lp, state = model.decode_step(batch.tgt_in[:, t], enc, state)
             assert torch.allclose(lp, full[:, t], atol=TOL)
-    assert state.keys[0].size(2) >= 40
+    assert state.cache.keys[0].size(2) >= 40
 
 
 def test_streamed_greedy_keeps_one_cache_buffer_for_every_sentence():
@@ -386,7 +388,7 @@ def test_streamed_greedy_keeps_one_cache_buffer_for_every_sentence():
     step = model.decode_step
 
     def recording_step(prev, enc, state):
-        storages.add(state.keys[0].untyped_storage().data_ptr())
+        storages.add(state.cache.keys[0].untyped_storage().data_ptr())
         return step(prev, enc, state)
 
     args = (model, batch.src, batch.src_mask, batch.src_lengths, caps)
@@ -406,10 +408,10 @@ def test_reordered_caches_give_back_the_rows_of_finished_sentences():
         state = model.init_state(enc.select(rows))
         for t in range(3):
             _, state = model.decode_step(batch.tgt_in[rows, t], enc.select(rows), state)
-        assert state.keys[0].size(0) == 160
+        assert state.cache.keys[0].size(0) == 160
         order = torch.tensor([2, 1, 0])
         small = state.reorder(order).reorder(order)  # the second would fit in the first's 160-row buffers
-        held = small.keys[0].untyped_storage().nbytes() // small.keys[0][0].numel() // 4
+        held = small.cache.keys[0].untyped_storage().nbytes() // small.cache.keys[0][0].numel() // 4
         assert held == 3
         lp, _ = model.decode_step(batch.tgt_in[[0, 1, 2], 3], enc.select(torch.tensor([0, 1, 2])), small)
     assert torch.allclose(lp, full[[0, 1, 2], 3], atol=TOL)
@@ -443,10 +445,10 @@ def test_rearranged_moves_only_the_rows_that_change_in_place_and_decodes_as_sele
         enc, state = _after_two_steps(model, batch)
         expected_enc, expected_state = enc.select(sources), state.select(sources)
         lp_expected, _ = model.decode_step(batch.tgt_in[sources, 2], expected_enc, expected_state)
-        buffer = state.keys[0].untyped_storage().data_ptr()
+        buffer = state.cache.keys[0].untyped_storage().data_ptr()
         memory = enc.keys[0].untyped_storage().data_ptr()
         enc_r, state_r = enc.rearranged(sources), state.rearranged(sources)
-        assert state_r.keys[0].untyped_storage().data_ptr() == buffer
+        assert state_r.cache.keys[0].untyped_storage().data_ptr() == buffer
         assert enc_r.keys[0].untyped_storage().data_ptr() == memory
         lp_r, _ = model.decode_step(batch.tgt_in[sources, 2], enc_r, state_r)
     assert torch.allclose(lp_r, lp_expected, atol=TOL)

@@ -86,6 +86,27 @@ def beam_slots(origins: torch.Tensor) -> torch.Tensor:
     return torch.empty_like(slot).scatter_(1, slot, order.expand_as(slot))
 
 
+def _set_aside(
+    finished: list[list[Hypothesis]], ended: list[list[int]], sentences: list[int], K: int, top_scores: torch.Tensor,
+    top_beams: torch.Tensor, history: torch.Tensor, weights: torch.Tensor | None, step_weights: torch.Tensor | None,
+    src_width: list[int], length_penalty: str, length_alpha: float,
+) -> None:
+    """File the hypotheses that end at this step under their sentences in `finished`, scored.
+
+    `ended`: the [live sentence, candidate] pairs whose candidate (among the first K) is EOS.
+    Shape: top_scores, top_beams (n, 2K); history (n*K, t); weights (n*K, t, S), step_weights (n*K, S)
+    """
+    ended_at = [i * K + int(top_beams[i, r]) for i, r in ended]
+    ended_scores = top_scores[[i for i, _ in ended], [r for _, r in ended]].tolist()
+    ended_weights = [None] * len(ended)
+    if step_weights is not None:  # the beam's rows, then the EOS step's row
+        ended_weights = torch.cat([weights[ended_at], step_weights[ended_at].unsqueeze(1)], dim=1).cpu()
+    for (i, _), tokens, total, w in zip(ended, history[ended_at].tolist(), ended_scores, ended_weights):
+        j = sentences[i]
+        finished[j].append(Hypothesis(tokens, normalise(total, len(tokens) + 1, length_penalty, length_alpha),
+                                      total, None if w is None else w[:, : src_width[j]].tolist()))
+
+
 @torch.inference_mode()
 def beam_search(
     model, src: torch.Tensor, src_mask: torch.Tensor, src_lengths: torch.Tensor, caps: torch.Tensor,
@@ -131,15 +152,8 @@ def beam_search(
         # set aside hypotheses that end here, among the first K candidates only
         ended = is_eos[:, :K].nonzero().tolist()
         if ended:
-            ended_at = [i * K + int(top_beams[i, r]) for i, r in ended]
-            ended_scores = top_scores[[i for i, _ in ended], [r for _, r in ended]].tolist()
-            ended_weights = [None] * len(ended)
-            if step_weights is not None:  # the beam's rows, then the EOS step's row
-                ended_weights = torch.cat([weights[ended_at], step_weights[ended_at].unsqueeze(1)], dim=1).cpu()
-            for (i, _), tokens, total, w in zip(ended, history[ended_at].tolist(), ended_scores, ended_weights):
-                j = sentences[i]
-                finished[j].append(Hypothesis(tokens, normalise(total, len(tokens) + 1, length_penalty, length_alpha),
-                                              total, None if w is None else w[:, : src_width[j]].tolist()))
+            _set_aside(finished, ended, sentences, K, top_scores, top_beams, history, weights, step_weights,
+                       src_width, length_penalty, length_alpha)
 
         # continue with the K best candidates that do not end
         live_scores = top_scores.masked_fill(is_eos, float("-inf"))

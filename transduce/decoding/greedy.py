@@ -23,6 +23,27 @@ DROP_MULTIPLE = 8  # once every sentence has started, finished rows leave the ba
 REFILL = 8  # until then, the next sentences start once this many rows (an eighth of fewer) have finished
 
 
+def _start(model, src: torch.Tensor, src_mask: torch.Tensor, src_lengths: torch.Tensor,
+           src_ext: torch.Tensor | None, caps: torch.Tensor, new: torch.Tensor):
+    """Encode sentences `new` of the batch and make their fresh decoder states, with room for
+    their longest output.
+    Shape: src, src_mask, src_ext (B, S); src_lengths, caps (B,); new (n,)
+    """
+    width = int(src_lengths[new.cpu()].max())
+    new_enc = model.encode(src[new, :width], src_mask[new, :width], src_lengths[new.cpu()],
+                           None if src_ext is None else src_ext[new, :width])
+    return new_enc, model.init_state(new_enc).reserve(int(caps[new].max()) + 1)  # + EOS
+
+
+def _rows_to_drop(finished: int, rows: int, expired: bool) -> int:
+    """How many of the `finished` rows leave the batch once no sentence is left to take them.
+
+    All of them at the end, or once one would outgrow its reserved room; otherwise a multiple of
+    DROP_MULTIPLE: the batch then takes few distinct sizes, so kernels built for one size serve
+    many steps."""
+    return finished if finished == rows or expired else finished - finished % DROP_MULTIPLE
+
+
 @torch.inference_mode()
 def greedy_search(
     model, src: torch.Tensor, src_mask: torch.Tensor, src_lengths: torch.Tensor, caps: torch.Tensor,
@@ -51,13 +72,6 @@ def greedy_search(
     recorder = StepAttention() if attention else None
     refill = max(1, min(REFILL, max_rows // 8))
 
-    def start(new: torch.Tensor):
-        """Encode sentences `new` and their fresh decoder states."""
-        width = int(src_lengths[new.cpu()].max())
-        new_enc = model.encode(src[new, :width], src_mask[new, :width], src_lengths[new.cpu()],
-                               None if src_ext is None else src_ext[new, :width])
-        return new_enc, model.init_state(new_enc).reserve(int(caps[new].max()) + 1)  # + EOS
-
     while True:
         free = (~alive).nonzero().flatten()  # rows whose sentence has finished
         # a finished row still feeds a token per step: it leaves before outgrowing its reserved room
@@ -65,26 +79,23 @@ def greedy_search(
         if admitted < B and (not rows.numel() or free.numel() >= refill or expired):
             if not rows.numel():  # the first sentences
                 new = torch.arange(max_rows, device=device)
-                enc, state = start(new)
+                enc, state = _start(model, src, src_mask, src_lengths, src_ext, caps, new)
                 rows, steps, alive = new, torch.zeros_like(new), torch.ones_like(new, dtype=torch.bool)
                 prev = torch.full_like(new, BOS)
             else:  # the next sentences take the rows of finished ones
                 slots = free[: B - admitted]
                 new = torch.arange(admitted, admitted + slots.numel(), device=device)
-                new_enc, new_state = start(new)
+                new_enc, new_state = _start(model, src, src_mask, src_lengths, src_ext, caps, new)
                 enc, state = enc.put(slots, new_enc), state.put(slots, new_state)
                 rows, steps = rows.index_put((slots,), new), steps.index_fill(0, slots, 0)
                 alive, prev = alive.index_fill(0, slots, True), prev.index_fill(0, slots, BOS)
             admitted += new.numel()
         elif admitted >= B and free.numel():  # no sentence left to take their rows: drop them
-            # by multiples of 8 (all of them at the end, or once one would outgrow its room): the
-            # batch then takes few distinct sizes, so kernels built for one size serve many steps
-            dead = free.numel()
-            drop = dead if dead == rows.numel() or expired else dead - dead % DROP_MULTIPLE
+            drop = _rows_to_drop(free.numel(), rows.numel(), expired)
             if drop == rows.numel():
                 break
             if drop:
-                keep = torch.sort(torch.cat([alive.nonzero().flatten(), free[: dead - drop]])).values
+                keep = torch.sort(torch.cat([alive.nonzero().flatten(), free[: free.numel() - drop]])).values
                 rows, steps, prev, alive = rows[keep], steps[keep], prev[keep], alive[keep]
                 enc, state = enc.select(keep), state.reorder(keep)
         lp, state = model.decode_step(prev, enc, state)  # (n, V)

@@ -6,7 +6,7 @@ from typing import Iterable
 import torch
 
 from transduce.data.batching import Example, collate, token_batches
-from transduce.training.loss import label_smoothed_nll
+from transduce.kernels import label_smoothed_nll
 
 
 @torch.inference_mode()

@@ -30,7 +30,6 @@ folder with our config, vocabularies and tokenizers, which `CTranslate2Translato
 """
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
@@ -42,7 +41,7 @@ from transduce.config import Config, DecodeConfig, ModelConfig
 from transduce.constants import BOS_TOKEN, CONFIG_FILE, EOS_TOKEN, PAD_TOKEN, UNK_TOKEN
 from transduce.data.codec import TextCodec
 from transduce.decoding.scoring import max_lengths, normalise
-from transduce.inference import ModelLoadError, Translation, Translator
+from transduce.inference import ModelLoadError, Translation, Translator, TranslatorBase
 from transduce.models.transformer import sinusoidal_positions
 
 try:
@@ -180,12 +179,32 @@ def _set_attention(spec, norm: nn.LayerNorm, attention: nn.Module) -> None:
 
 
 # ---- translating with an exported folder -------------------------------------------------
+# How each DecodeConfig field reaches CTranslate2 (in `translate_nbest` and `_search_options`); a
+# field it cannot honour would be listed as "ignored: why". The tests check that every field is
+# here and that changing any other one changes what CTranslate2 is asked: a field added to
+# DecodeConfig cannot be dropped silently.
+DECODE_FIELDS = {
+    "beam": "beam_size, at least nbest (1 when sampling)",
+    "max_length": "max_decoding_length",
+    "max_length_ratio": "max_decoding_length of each source: one translate_batch call per length cap",
+    "min_length": "min_decoding_length",
+    "length_penalty": "length_penalty as an exponent of the length; scores renormalised our way",
+    "length_alpha": "length_penalty's exponent under gnmt",
+    "no_repeat_ngram": "no_repeat_ngram_size",
+    "suppress_unk": "disable_unk",
+    "batch_size": "max_batch_size",
+    "sample": "sampling_topk, sampling_topp and sampling_temperature with beam_size 1",
+    "temperature": "sampling_temperature",
+    "top_k": "sampling_topk (0 = all, in both)",
+    "top_p": "sampling_topp",
+    "seed": "ctranslate2.set_random_seed before each sampled call",
+}
 # our length penalties as CTranslate2's exponent p (it ranks beams by log-prob / length ** p);
 # gnmt's ((5 + length) / 6) ** alpha has no exact counterpart: its beam ranks by length ** alpha
 _LENGTH_EXPONENT = {"avg": lambda alpha: 1.0, "none": lambda alpha: 0.0, "gnmt": lambda alpha: alpha}
 
 
-class CTranslate2Translator:
+class CTranslate2Translator(TranslatorBase):
     """An exported folder loaded once: text in, text out, tokenized and detokenized by our codec,
     so outputs and scores compare with `inference.Translator`'s.
 
@@ -207,14 +226,6 @@ class CTranslate2Translator:
         self.codec = TextCodec.load(self.config.data, directory / CODEC_DIR)
         self.translator = ctranslate2.Translator(str(directory), device=device, compute_type=compute_type,
                                                  intra_threads=intra_threads, inter_threads=inter_threads)
-
-    def decode_options(self, **overrides) -> DecodeConfig:
-        """The model's saved decoding settings with the given ones replaced (None = keep)."""
-        return replace(self.config.decode, **{k: v for k, v in overrides.items() if v is not None})
-
-    def translate(self, texts: Sequence[str], *, beam: int | None = None, **options) -> list[str]:
-        """The best translation of each text."""
-        return [row[0].text if row else "" for row in self.translate_nbest(texts, beam=beam, **options)]
 
     def translate_nbest(self, texts: Sequence[str], *, nbest: int = 1, **options) -> list[list[Translation]]:
         """n-best translations of each text, best first. Options: the fields of DecodeConfig."""
@@ -261,5 +272,5 @@ def _length_exponent(cfg: DecodeConfig) -> float:
     return 0.0 if cfg.beam == 1 or cfg.sample else _LENGTH_EXPONENT[cfg.length_penalty](cfg.length_alpha)
 
 
-__all__ = ["CODEC_DIR", "CTranslate2Translator", "ExportError", "TransformerConverter", "check_exportable",
-           "export_ctranslate2"]
+__all__ = ["CODEC_DIR", "CTranslate2Translator", "DECODE_FIELDS", "ExportError", "TransformerConverter",
+           "check_exportable", "export_ctranslate2"]

@@ -6,7 +6,7 @@ max|row| / 127). `model.safetensors` holds `<name>.qweight` (int8) and `<name>.s
 (float32) for each such matrix and every other tensor (biases, norms, buffers) as it was;
 `quantization.json` says which and how. No pickles: JSON and tensors only, as for any folder.
 
-Which matrices: every linear layer (`nn.Linear`, hence `models.linear.Linear`) of at least
+Which matrices: every linear layer (`nn.Linear`, hence `kernels.Linear`) of at least
 `MIN_FEATURES` inputs and outputs, the encoder's `nn.LSTM` / `nn.GRU` weights, the decoder's
 recurrent cells (`models.rnn.RecurrentCell`) and the embeddings (one scale per vocabulary row:
 the same rows as a tied output projection, so a tied matrix is stored once).

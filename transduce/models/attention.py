@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from transduce.models.linear import Linear
+from transduce.kernels import Linear
 
 
 class Attention(nn.Module):

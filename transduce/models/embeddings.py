@@ -7,7 +7,7 @@ from torch import nn
 
 from transduce.config import ModelConfig
 from transduce.constants import PAD
-from transduce.models.linear import Linear
+from transduce.kernels import Linear
 
 
 def make_embeddings(cfg: ModelConfig, src_vocab_size: int, tgt_vocab_size: int) -> tuple[nn.Embedding, nn.Embedding]:

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence, TypeVar
 
 import torch
 from torch import nn
+
+from transduce.models.base import DecoderState, EncoderState
 
 
 def mean_of_probabilities(log_probs: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -25,54 +27,55 @@ def mean_of_probabilities(log_probs: Sequence[torch.Tensor]) -> torch.Tensor:
     return torch.logsumexp(stacked, dim=0) - math.log(len(log_probs))
 
 
+Moved = TypeVar("Moved", bound="_MemberWise")
+
+
 @dataclass
-class EnsembleEncoderOutput:
+class _MemberWise:
+    """Members moved together: each moves its own rows the same way."""
+
+    members: tuple
+
+    def _each(self: Moved, move: Callable) -> Moved:
+        """This kind of object over `move(member)` of every member."""
+        return type(self)(tuple(move(m) for m in self.members))
+
+    def select(self: Moved, indices: torch.Tensor) -> Moved:
+        return self._each(lambda m: m.select(indices))
+
+    def rearranged(self: Moved, sources: torch.Tensor) -> Moved:
+        return self._each(lambda m: m.rearranged(sources))
+
+    def put(self: Moved, slots: torch.Tensor, other: Moved) -> Moved:
+        return type(self)(tuple(m.put(slots, o) for m, o in zip(self.members, other.members)))
+
+
+@dataclass
+class EnsembleEncoderOutput(_MemberWise):
     """One encoder output per member, moved together."""
 
-    members: tuple
-
-    @property
-    def src_mask(self) -> torch.Tensor:
-        return self.members[0].src_mask
-
-    def select(self, indices: torch.Tensor) -> "EnsembleEncoderOutput":
-        return EnsembleEncoderOutput(tuple(m.select(indices) for m in self.members))
-
-    def rearranged(self, sources: torch.Tensor) -> "EnsembleEncoderOutput":
-        return EnsembleEncoderOutput(tuple(m.rearranged(sources) for m in self.members))
+    members: tuple[EncoderState, ...]
 
     def repeat_rows(self, times: int) -> "EnsembleEncoderOutput":
-        return EnsembleEncoderOutput(tuple(m.repeat_rows(times) for m in self.members))
-
-    def put(self, slots: torch.Tensor, other: "EnsembleEncoderOutput") -> "EnsembleEncoderOutput":
-        return EnsembleEncoderOutput(tuple(m.put(slots, o) for m, o in zip(self.members, other.members)))
+        return self._each(lambda m: m.repeat_rows(times))
 
 
 @dataclass
-class EnsembleState:
+class EnsembleState(_MemberWise):
     """One decoder state per member, moved together; `attention` is the members' mean (for plots)."""
 
-    members: tuple
+    members: tuple[DecoderState, ...]
 
     @property
     def attention(self) -> torch.Tensor | None:
         weights = [m.attention.float() for m in self.members if m.attention is not None]
         return torch.stack(weights).mean(0) if weights else None
 
-    def select(self, indices: torch.Tensor) -> "EnsembleState":
-        return EnsembleState(tuple(m.select(indices) for m in self.members))
-
     def reorder(self, indices: torch.Tensor) -> "EnsembleState":
-        return EnsembleState(tuple(m.reorder(indices) for m in self.members))
-
-    def rearranged(self, sources: torch.Tensor) -> "EnsembleState":
-        return EnsembleState(tuple(m.rearranged(sources) for m in self.members))
+        return self._each(lambda m: m.reorder(indices))
 
     def reserve(self, columns: int) -> "EnsembleState":
-        return EnsembleState(tuple(m.reserve(columns) for m in self.members))
-
-    def put(self, slots: torch.Tensor, other: "EnsembleState") -> "EnsembleState":
-        return EnsembleState(tuple(m.put(slots, o) for m, o in zip(self.members, other.members)))
+        return self._each(lambda m: m.reserve(columns))
 
 
 class Ensemble(nn.Module):
@@ -84,7 +87,9 @@ class Ensemble(nn.Module):
             raise ValueError("an ensemble needs at least one model")
         self.members = nn.ModuleList(models)
 
-    def encode(self, src, src_mask, src_lengths, src_ext=None) -> EnsembleEncoderOutput:
+    def encode(
+        self, src: torch.Tensor, src_mask: torch.Tensor, src_lengths: torch.Tensor, src_ext: torch.Tensor | None = None
+    ) -> EnsembleEncoderOutput:
         return EnsembleEncoderOutput(tuple(m.encode(src, src_mask, src_lengths, src_ext) for m in self.members))
 
     def init_state(self, enc: EnsembleEncoderOutput) -> EnsembleState:
@@ -92,20 +97,29 @@ class Ensemble(nn.Module):
 
     def decode_step(self, prev_tokens: torch.Tensor, enc: EnsembleEncoderOutput, state: EnsembleState
                     ) -> tuple[torch.Tensor, EnsembleState]:
+        """The log of the members' mean next-token probabilities. Shape: prev_tokens (B,) -> (B, V), state"""
         steps = [m.decode_step(prev_tokens, e, s) for m, e, s in zip(self.members, enc.members, state.members)]
         return mean_of_probabilities([lp for lp, _ in steps]), EnsembleState(tuple(s for _, s in steps))
 
-    def forward(self, src, src_mask, src_lengths, tgt_in, tgt_mask=None, normalize: bool = True) -> torch.Tensor:
-        """Teacher forcing: the log of the members' mean probabilities (always normalised)."""
+    def forward(
+        self, src: torch.Tensor, src_mask: torch.Tensor, src_lengths: torch.Tensor, tgt_in: torch.Tensor,
+        tgt_mask: torch.Tensor | None = None, normalize: bool = True,
+    ) -> torch.Tensor:
+        """Teacher forcing: the log of the members' mean probabilities (always normalised).
+        Shape: tgt_in (B, T) -> (B, T, V), or (N, V) at the tgt_mask positions"""
         return mean_of_probabilities([m(src, src_mask, src_lengths, tgt_in, tgt_mask, normalize=True)
                                       for m in self.members])
 
-    def training_scores(self, src, src_mask, src_lengths, tgt_in, tgt_mask, src_ext=None):
+    def training_scores(
+        self, src: torch.Tensor, src_mask: torch.Tensor, src_lengths: torch.Tensor, tgt_in: torch.Tensor,
+        tgt_mask: torch.Tensor, src_ext: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, None]:
         """The mixture's log-probabilities at the real target positions (a log-softmax leaves them
-        as they are), and no auxiliary loss: an ensemble is scored, not trained."""
+        as they are), and no auxiliary loss: an ensemble is scored, not trained. Shape: -> (N, V)"""
         scores = [torch.log_softmax(m.training_scores(src, src_mask, src_lengths, tgt_in, tgt_mask, src_ext)[0].float(),
                                     dim=-1) for m in self.members]
         return mean_of_probabilities(scores), None
 
     def output_projection(self) -> None:
+        """None: the mixture of several output layers is no one linear map."""
         return None

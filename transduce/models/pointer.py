@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from transduce.constants import UNK
-from transduce.models.linear import Linear
+from transduce.kernels import Linear
 
 TINY = 1e-12  # floor of the mixture's probabilities: log(0) would be -inf
 

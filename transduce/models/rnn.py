@@ -15,10 +15,9 @@ from torch import nn
 
 from transduce.config import ModelConfig
 from transduce.constants import UNK
+from transduce.kernels import Dropout, Linear, ProjectionTable, dropout_mask, linear, step_weight
 from transduce.models.attention import Attention
-from transduce.models.dropout import Dropout, dropout_mask
 from transduce.models.embeddings import make_embeddings, make_output
-from transduce.models.linear import Linear, linear
 from transduce.models.pointer import PointerGenerator, output_scores
 from transduce.models.prior import (
     SourcePrior,
@@ -28,7 +27,6 @@ from transduce.models.prior import (
 from transduce.models.rnn_encoder import RNNEncoder
 from transduce.models.state import EncoderOutput, RNNState
 from transduce.models.teacher_forcing import TeacherForcedScoring
-from transduce.models.time_batched import TimeBatchedWeight
 
 
 class RecurrentCell(nn.Module):
@@ -61,17 +59,17 @@ class RecurrentCell(nn.Module):
             return linear(x, self.weight[:, : self.pre_size], self.bias)
         return linear(x, self.weight_ih[:, : self.pre_size], self.bias_ih)
 
-    def step_weights(self) -> tuple[TimeBatchedWeight | None, ...]:
-        """The weights a step multiplies by, wrapped once per pass (see `time_batched`)."""
+    def step_weights(self) -> tuple:
+        """The weights a step multiplies by, wrapped once per pass (`kernels.step_weight`)."""
         if self.kind == "lstm":
-            return (TimeBatchedWeight(self.weight[:, self.pre_size:]),)
+            return (step_weight(self.weight[:, self.pre_size:]),)
         has_step_input = self.weight_ih.size(1) > self.pre_size
-        return (TimeBatchedWeight(self.weight_ih[:, self.pre_size:]) if has_step_input else None,
-                TimeBatchedWeight(self.weight_hh))
+        return (step_weight(self.weight_ih[:, self.pre_size:]) if has_step_input else None,
+                step_weight(self.weight_hh))
 
     def forward(
         self, pre: torch.Tensor | None, x: torch.Tensor | None, h: torch.Tensor, c: torch.Tensor | None,
-        weights: tuple[TimeBatchedWeight | None, ...],
+        weights: tuple,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """One step. Shape: pre (B, G*H) or None, x (B, I - pre_size) or None, h, c (B, H) -> h', c'."""
         if self.kind == "lstm":
@@ -117,6 +115,7 @@ class RNNSeq2Seq(TeacherForcedScoring, nn.Module):
         self.pointer = PointerGenerator(3 * H, tgt_vocab_size, default_source_map(
             src_vocab_size, tgt_vocab_size, src_to_tgt)) if cfg.copy else None
         self.dropout = Dropout(cfg.dropout)
+        self.gate_table = ProjectionTable()  # the first layer's gates of every target token, for decoding
 
     # ---- encoder -------------------------------------------------------------------------
     def encode(
@@ -154,7 +153,7 @@ class RNNSeq2Seq(TeacherForcedScoring, nn.Module):
 
     def _step_weights(self) -> list:
         """Per-step weights of every cell and of the output combination, wrapped once per pass."""
-        return [cell.step_weights() for cell in self.cells] + [TimeBatchedWeight(self.combine.weight)]
+        return [cell.step_weights() for cell in self.cells] + [step_weight(self.combine.weight)]
 
     def _step_masks(self, steps: int, batch: int, like: torch.Tensor) -> torch.Tensor | None:
         """Dropout masks of every step drawn in one call (one per decoder layer, already scaled).
@@ -202,30 +201,19 @@ class RNNSeq2Seq(TeacherForcedScoring, nn.Module):
     def _embed_gates(self, tokens: torch.Tensor) -> torch.Tensor:
         """Target embeddings projected into the first layer's gates. (...,) -> (..., G*H).
 
-        When decoding (no gradients, no dropout), the projection of every vocabulary entry is
-        computed once and looked up: a decoder step then spends no product on its input token.
-        Weights made under `torch.inference_mode()` have no version counter to key that table on:
-        their tokens are projected one by one, as in training.
+        When decoding, a table of every vocabulary entry's projection may stand in (`kernels.ProjectionTable`).
         """
-        if self.training or torch.is_grad_enabled() or self.tgt_embed.weight.is_inference():
-            return self.cells[0].project_ahead(self.dropout(self.tgt_embed(tokens)))
-        return self._gate_table()[tokens]
+        cell, emb = self.cells[0], self.tgt_embed.weight
+        weights = [emb, *cell.parameters()]
+        if self.gate_table.usable(weights, self.training):
+            return self.gate_table.lookup(tokens, lambda: cell.project_ahead(emb), weights)
+        return cell.project_ahead(self.dropout(self.tgt_embed(tokens)))
 
     def train(self, mode: bool = True) -> "RNNSeq2Seq":
-        """Switching modes forgets the projected-embedding table: an optimizer may change the
-        weights in place without bumping their version counters (the fused Adam kernel does)."""
-        self._gate_cache_key = None
+        """Switching modes forgets the gate table: an optimizer may change the weights in place
+        without bumping their version counters (the fused Adam kernel does)."""
+        self.gate_table.forget()
         return super().train(mode)
-
-    def _gate_table(self) -> torch.Tensor:
-        """(V, G*H) projected embeddings, recomputed whenever the weights change."""
-        cell, emb = self.cells[0], self.tgt_embed.weight
-        params = [emb] + list(cell.parameters())
-        key = tuple((p.data_ptr(), p._version) for p in params)
-        if getattr(self, "_gate_cache_key", None) != key:
-            self._gate_cache = cell.project_ahead(emb)
-            self._gate_cache_key = key
-        return self._gate_cache
 
     def scores(
         self, out: torch.Tensor, enc: EncoderOutput, rows: torch.Tensor | None = None,

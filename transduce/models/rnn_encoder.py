@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from transduce.models.dropout import Dropout
+from transduce.kernels import Dropout
 
 
 def reverse_within_length(lengths: torch.Tensor, width: int) -> torch.Tensor:

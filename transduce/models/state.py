@@ -6,13 +6,17 @@ not used again: its memory may be reused), `rearranged(sources)` (the same again
 only the rows that change, in place), `repeat_rows(times)` on an encoder output (a source for
 each beam), `put(slots, other)` (new sentences take the rows of finished ones in a running
 batch; the old object is not used again) and `reserve(columns)` (to say how many more tokens it
-may feed, so that caches are sized once).
+may feed, so that caches are sized once). How a Transformer's self-attention caches are
+allocated, grown and shared is `kv_cache.KVCache`'s business.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
+from typing import Callable
 
 import torch
+
+from transduce.models.kv_cache import KVCache, moving_rows
 
 
 def _select(t: torch.Tensor | None, indices: torch.Tensor, dim: int = 0) -> torch.Tensor | None:
@@ -37,13 +41,6 @@ def _put_rows(a: torch.Tensor | None, slots: torch.Tensor, b: torch.Tensor | Non
         width = max(a.size(1), b.size(1))
         a, b = _pad_source(a, width), _pad_source(b, width)
     return a.index_put((slots,), b)
-
-
-def moving_rows(sources: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The rows of `rearranged(sources)` that change, and the rows they take.
-    Shape: sources (m,) -> 2 x (moved,)"""
-    moving = (sources != torch.arange(sources.numel(), device=sources.device)).nonzero().squeeze(1)
-    return moving, sources.index_select(0, moving)
 
 
 @dataclass
@@ -262,78 +259,34 @@ class TransformerMemory:
                        src_ext=None if self.src_ext is None else _pad_source(self.src_ext, width))
 
 
-SELECT_ROOM = 16  # empty cache columns a selected state keeps
-SHRINK_ROWS = 64  # cache buffers of this many rows are kept however few of them are used
-COMPACT_ROWS = 64  # rows `reorder` moves within the buffers at most (else: copies)
-RESERVE_LIMIT = 512  # cache columns reserved up front at most; longer outputs grow the caches by doubling
-# (a CPU commits only the memory a step writes, a GPU all of it)
-
-
-def _fits(buffer: torch.Tensor, rows: int, length: int) -> bool:
-    """Whether a cache buffer (a view of its first rows, maybe) can take `rows` rows of `length`
-    filled columns and the next one, without holding more than twice the rows: once most
-    sentences of a batch have finished, their rows' memory is given back."""
-    _, h, capacity, d = buffer.shape
-    held = buffer.untyped_storage().nbytes() // (h * capacity * d * buffer.element_size())
-    return rows <= buffer.size(0) and length < capacity and held <= max(2 * rows, SHRINK_ROWS)
-
-
 @dataclass
 class TransformerState:
-    """Per-layer self-attention caches of the tokens fed so far, in buffers with room to grow.
+    """Per-layer self-attention caches of the tokens fed so far (`cache`, which also decides how
+    its buffers are allocated, grown and shared), and which of their columns each row reads.
 
     Row b's cache holds its tokens in columns [0, positions[b]). When every row has fed the same
     number of tokens (`ragged` False: beam search, a fresh batch), that is `length` for all, a step
     writes column `length` of every row and attends over [0, length]. Rows that took the place of
     finished ones in a running batch (`put`) have fewer tokens: then each row writes its own column
-    and a mask hides the columns past it; `length` is the most any row holds. A step writes in
-    place (no copy of the cache per token) only when no other step has written that column of
-    these buffers yet (`written`, shared by the states that share the buffers), else it works on a
-    copy, so every state stays valid. `reserved` is the number of columns a search said it may
-    fill (`reserve`): buffers are allocated, copied and grown to that size at once, not doubled
-    step after step.
+    and a mask hides the columns past it; `length` is the most any row holds.
     Shape:
-        keys, values: per layer (B, heads, capacity, d); positions: (B,) tokens fed per row, also
-        the next token's position; attention: (B, S) last layer's cross-attention (head average)
+        positions: (B,) tokens fed per row, also the next token's position
+        attention: (B, S) last layer's cross-attention (head average)
     """
 
-    keys: tuple[torch.Tensor, ...]
-    values: tuple[torch.Tensor, ...]
+    cache: KVCache
     positions: torch.Tensor
     length: int = 0
     ragged: bool = False
     attention: torch.Tensor | None = None
-    written: list[int] = field(default_factory=lambda: [0], repr=False, compare=False)
-    reserved: int = 0
-    spare: tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]] | None = field(
-        default=None, repr=False, compare=False)  # buffers `reorder` may fill next
 
     def reserve(self, columns: int) -> "TransformerState":
-        """This state, with room for `columns` more tokens (at most RESERVE_LIMIT) now and in
-        every later copy."""
-        reserved = self.length + min(columns, RESERVE_LIMIT)
-        if reserved <= self.keys[0].size(2):
-            return replace(self, reserved=reserved)
-        keys, values, written = self._grown(reserved)
-        return replace(self, keys=keys, values=values, written=written, reserved=reserved)
+        """This state, with room for `columns` more tokens now and in every later copy."""
+        return replace(self, cache=self.cache.reserve(self.length, columns))
 
-    def room(self) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...], list[int]]:
-        """Buffers whose column `length` the next step may write: these, or copies with twice the room."""
-        capacity = self.keys[0].size(2)
-        if self.written[0] == self.length < capacity:
-            return self.keys, self.values, self.written
-        return self._grown(max(2 * capacity, self.length + 16, self.reserved))
-
-    def _grown(self, capacity: int) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...], list[int]]:
-        """New buffers of `capacity` columns holding the filled ones, and their `written`."""
-
-        def grown(buffer: torch.Tensor) -> torch.Tensor:
-            B, h, _, d = buffer.shape
-            bigger = buffer.new_empty(B, h, capacity, d)
-            bigger[:, :, : self.length] = buffer[:, :, : self.length]
-            return bigger
-
-        return tuple(map(grown, self.keys)), tuple(map(grown, self.values)), [self.length]
+    def step_cache(self) -> KVCache:
+        """The buffers the next step writes its keys and values into (column `length`, or each row's own)."""
+        return self.cache.for_step(self.length)
 
     def step_columns(self) -> torch.Tensor | None:
         """The cache column each row's next token goes into: (B,), or None when it is `length` for all."""
@@ -347,86 +300,25 @@ class TransformerState:
         columns = torch.arange(self.length + 1, device=self.positions.device)
         return (columns <= self.positions.unsqueeze(1))[:, None, None, :]
 
-    def advanced(self, keys: tuple, values: tuple, written: list[int], attention: torch.Tensor | None
-                 ) -> "TransformerState":
-        """The state after one more token per row, written into column `length` (or each row's own)."""
-        written[0] = self.length + 1
-        return TransformerState(keys, values, self.positions + 1, self.length + 1, self.ragged, attention, written,
-                                self.reserved, self.spare)
+    def advanced(self, cache: KVCache, attention: torch.Tensor | None) -> "TransformerState":
+        """The state after one more token per row, written into `step_cache()`."""
+        return TransformerState(cache, self.positions + 1, self.length + 1, self.ragged, attention)
 
     def select(self, indices: torch.Tensor) -> "TransformerState":
-        """The given rows in new buffers with the reserved room, or a little (beam search
-        selects at every step); only the filled columns are copied."""
-        return self._picked(indices, reuse=False)
+        """The given rows, their caches copied (`KVCache.copied`)."""
+        return self._rows(indices, KVCache.copied)
 
     def reorder(self, indices: torch.Tensor) -> "TransformerState":
-        """`select` for a search that drops this state at once (beam search at every step,
-        greedy search and sampling when sentences finish). Rows kept in their order (increasing
-        indices) move up within these buffers, unless a second set of buffers already takes turns
-        with them. Other orders go into the buffers of the state that was reordered before, when
-        they fit, and this state's buffers are kept for the next reorder. Fresh memory at every
-        step would cost more than the copy (page faults), and so would growing the copies bit by
-        bit: fresh buffers here get twice the filled length."""
-        if self.spare is None and indices.numel() and bool((indices[1:] > indices[:-1]).all()):
-            moved = indices.numel() - int((indices == torch.arange(indices.numel(), device=indices.device)).sum())
-            if moved <= COMPACT_ROWS:
-                return self.rearranged(indices)
-        return self._picked(indices, reuse=True)
+        """`select` for a search that drops this state at once (beam search at every step, greedy
+        search and sampling when sentences finish): the caches may reuse memory (`KVCache.reordered`)."""
+        return self._rows(indices, KVCache.reordered)
 
     def rearranged(self, sources: torch.Tensor) -> "TransformerState":
-        """`reorder(sources)` within these buffers: the rows that change take their sources'
-        caches (gathered first, so any order is safe), the others stay, and the rows past
-        `sources` are dropped. Cheap when few rows change: beam search places its beams so (each
+        """`reorder(sources)` within these buffers, moving only the rows that change
+        (`KVCache.rearranged`). Cheap when few rows change: beam search places its beams so (each
         beam stays in its row when one of its extensions survives), and rows kept in order move
         up when finished ones leave."""
-        m = sources.numel()
-        positions = self.positions.index_select(0, sources)
-        length, ragged = self._shape_of(positions)
-        moving, taken = moving_rows(sources)
-        if moving.numel():  # index_copy_ of an index_select: twice as fast as indexing on both sides
-            for buffer in self.keys + self.values:
-                filled = buffer[:, :, :length]
-                filled.index_copy_(0, moving, filled.index_select(0, taken))
-        return TransformerState(
-            keys=tuple(k[:m] for k in self.keys), values=tuple(v[:m] for v in self.values), positions=positions,
-            length=length, ragged=ragged, attention=_select(self.attention, sources), written=[length],
-            reserved=self.reserved, spare=self.spare,
-        )
-
-    def _shape_of(self, positions: torch.Tensor) -> tuple[int, bool]:
-        """(length, ragged) of rows with these positions: the most any row holds, and whether some hold less."""
-        if not self.ragged or not positions.numel():
-            return self.length, False
-        shortest, longest = (int(v) for v in torch.aminmax(positions))
-        return longest, shortest != longest
-
-    def _picked(self, indices: torch.Tensor, reuse: bool) -> "TransformerState":
-        n = indices.numel()
-        positions = self.positions.index_select(0, indices)
-        length, ragged = self._shape_of(positions)
-        spare = self.spare if reuse else None
-        if spare is not None and not _fits(spare[0][0], n, length):
-            spare = None  # too few rows or columns, or far too many rows: fresh buffers
-        capacity = max(length + SELECT_ROOM, self.reserved, 2 * length if reuse else 0)
-
-        def picked(buffer: torch.Tensor, into: torch.Tensor | None) -> torch.Tensor:
-            _, h, _, d = buffer.shape
-            out = into[:n] if into is not None else buffer.new_empty(n, h, capacity, d)
-            torch.index_select(buffer[:, :, :length], 0, indices, out=out[:, :, :length])
-            return out
-
-        into_keys, into_values = spare if spare is not None else ((None,) * len(self.keys),) * 2
-        return TransformerState(
-            keys=tuple(map(picked, self.keys, into_keys)),
-            values=tuple(map(picked, self.values, into_values)),
-            positions=positions,
-            length=length,
-            ragged=ragged,
-            attention=_select(self.attention, indices),
-            written=[length],
-            reserved=self.reserved,
-            spare=(self.keys, self.values) if reuse else None,
-        )
+        return self._rows(sources, KVCache.rearranged)
 
     def put(self, slots: torch.Tensor, other: "TransformerState") -> "TransformerState":
         """Rows `slots` taken by other's rows (new sentences in the rows of finished ones), in these
@@ -434,11 +326,20 @@ class TransformerState:
         The caller does not use this state again."""
         positions = self.positions.index_put((slots,), other.positions)
         length = int(positions.max())
-        reserved = max(self.reserved, other.reserved)  # both count columns from the first
-        keys, values = self.keys, self.values
-        if not length < keys[0].size(2) >= reserved:
-            keys, values, _ = self._grown(max(reserved, length + SELECT_ROOM))
-        for mine, theirs in zip(keys + values, other.keys + other.values):
-            mine[slots, :, : other.length] = theirs[:, :, : other.length]
-        return TransformerState(keys, values, positions, length, ragged=True, written=[length], reserved=reserved,
-                                spare=self.spare)
+        cache = self.cache.put(slots, other.cache, filled=self.length, theirs=other.length, length=length)
+        return TransformerState(cache, positions, length, ragged=True)
+
+    def _rows(self, indices: torch.Tensor, move: Callable[[KVCache, torch.Tensor, int], KVCache]
+              ) -> "TransformerState":
+        """Rows `indices`, their caches moved by `move(cache, indices, length)`. Shape: indices (m,)"""
+        positions = self.positions.index_select(0, indices)
+        length, ragged = self._shape_of(positions)
+        return TransformerState(move(self.cache, indices, length), positions, length, ragged,
+                                _select(self.attention, indices))
+
+    def _shape_of(self, positions: torch.Tensor) -> tuple[int, bool]:
+        """(length, ragged) of rows with these positions: the most any row holds, and whether some hold less."""
+        if not self.ragged or not positions.numel():
+            return self.length, False
+        shortest, longest = (int(v) for v in torch.aminmax(positions))
+        return longest, shortest != longest

@@ -16,9 +16,9 @@ from torch import nn
 
 from transduce.config import ModelConfig
 from transduce.constants import UNK
-from transduce.models.dropout import Dropout
+from transduce.kernels import Dropout, Linear
 from transduce.models.embeddings import make_embeddings, make_output
-from transduce.models.linear import Linear
+from transduce.models.kv_cache import KVCache
 from transduce.models.pointer import PointerGenerator, output_scores
 from transduce.models.prior import (
     SourcePrior,
@@ -304,11 +304,8 @@ class TransformerSeq2Seq(TeacherForcedScoring, nn.Module):
     def init_state(self, enc: TransformerMemory) -> TransformerState:
         B, device = enc.rows, enc.memory.device
         heads, head_dim = self.cfg.heads, self.cfg.hidden // self.cfg.heads
-        layers = range(len(self.decoder_layers))
-        room = 32  # cache columns before the first growth (doubling)
-        return TransformerState(keys=tuple(enc.memory.new_empty(B, heads, room, head_dim) for _ in layers),
-                                values=tuple(enc.memory.new_empty(B, heads, room, head_dim) for _ in layers),
-                                positions=torch.zeros(B, dtype=torch.long, device=device))
+        cache = KVCache.empty(len(self.decoder_layers), B, heads, head_dim, like=enc.memory)
+        return TransformerState(cache, positions=torch.zeros(B, dtype=torch.long, device=device))
 
     def decode_step(
         self, prev_tokens: torch.Tensor, enc: TransformerMemory, state: TransformerState
@@ -324,15 +321,15 @@ class TransformerSeq2Seq(TeacherForcedScoring, nn.Module):
         x = self._embed(self.tgt_embed, tokens, positions, bound, "target")  # (B, 1, H)
         src_mask = enc.src_mask[:, None, None, :]
         self_mask, columns = state.step_mask(), state.step_columns()  # (B, 1, 1, length + 1), (B,) or None
-        keys, values, written = state.room()
+        cache = state.step_cache()
         last = len(self.decoder_layers) - 1
         for i, layer in enumerate(self.decoder_layers):
-            x, attention, context = layer.step(x, keys[i], values[i], state.length, columns,
+            x, attention, context = layer.step(x, cache.keys[i], cache.values[i], state.length, columns,
                                                (enc.keys[i], enc.values[i]), src_mask, self_mask,
                                                weights=i == last, group=enc.group)
         out = self.decoder_norm(x).squeeze(1)  # (B, H)
         attention = attention.squeeze(1)  # (B, S)
-        new_state = state.advanced(keys, values, written, attention)
+        new_state = state.advanced(cache, attention)
         gate_input = torch.cat([out, context.squeeze(1)], dim=1) if self.pointer is not None else None
         return self.scores(out, enc, None, attention, gate_input), new_state
 

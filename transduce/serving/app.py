@@ -12,6 +12,7 @@ keeps serving after each.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hmac
 import math
 import time
@@ -26,9 +27,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from transduce.config import ServeConfig
+from transduce.config import ConfigError, ServeConfig
 from transduce.inference import Translation, Translator
-from transduce.serving.batcher import Batcher
+from transduce.serving.batcher import BatchOptions, Batcher
 from transduce.serving.limits import BodySizeLimit
 from transduce.serving.metrics import ServiceMetrics
 from transduce.serving.schemas import ErrorBody, Health, Output, Result, TranslateRequest, TranslateResponse
@@ -53,11 +54,10 @@ def create_app(model_dir: str | Path, settings: ServeConfig | None = None, *, ap
     metrics = ServiceMetrics()
     state: dict = {"translator": None, "error": None}
 
-    def decode(texts: list[str], key: tuple) -> list[list[Translation]]:
-        options = dict(key)
-        nbest, attention = options.pop("nbest"), options.pop("attention")
+    def decode(texts: list[str], options: BatchOptions) -> list[list[Translation]]:
         start = time.perf_counter()
-        rows = state["translator"].translate_nbest(texts, nbest=nbest, attention=attention, **options)
+        rows = state["translator"].translate_nbest(texts, nbest=options.nbest, attention=options.attention,
+                                                   **dataclasses.asdict(options.decode))
         metrics.batch(len(texts), sum(len(t.tokens) for row in rows for t in row), time.perf_counter() - start)
         return rows
 
@@ -75,6 +75,35 @@ def create_app(model_dir: str | Path, settings: ServeConfig | None = None, *, ap
     app = FastAPI(title="transduce", summary=f"Sequence-to-sequence model {model_dir.name}", lifespan=lifespan)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes,
                        on_refuse=lambda: _count_error(metrics, "/v1/translate", 413, "body_too_large"))
+    _add_error_handlers(app, metrics)
+    _add_status_routes(app, state, metrics, model_dir.name, api_key)
+
+    @app.post("/v1/translate", response_model=TranslateResponse, responses=ERRORS)
+    async def translate(body: TranslateRequest, request: Request) -> TranslateResponse:
+        start = time.perf_counter()
+        _check_key(request, api_key)
+        _check_limits(body, settings)
+        if state["translator"] is None:
+            raise ServiceError(503, state["error"] or "the model is still loading", "not_ready")
+        options = _batch_options(state["translator"], body)
+        try:
+            rows = await asyncio.wait_for(batcher.submit(body.texts, options), settings.timeout_s)
+        except asyncio.TimeoutError:
+            raise ServiceError(504, f"no answer within {settings.timeout_s:g} s", "timeout") from None
+        except ValueError as exc:  # options the decoder refuses together
+            raise ServiceError(422, str(exc), "invalid_request") from None
+        results = [Result(source_tokens=row[0].source_tokens if row else [],
+                          outputs=[_output(t, body.attention) for t in row]) for row in rows]
+        elapsed = time.perf_counter() - start
+        metrics.requests.labels("/v1/translate", "200").inc()
+        metrics.latency.labels("/v1/translate").observe(elapsed)
+        return TranslateResponse(results=results, elapsed_ms=round(elapsed * 1000, 3))
+
+    return app
+
+
+def _add_error_handlers(app: FastAPI, metrics: ServiceMetrics) -> None:
+    """Every error as a JSON body {"error": ...} with its status, counted by reason."""
 
     @app.exception_handler(ServiceError)
     async def service_error(request: Request, exc: ServiceError):
@@ -95,10 +124,15 @@ def create_app(model_dir: str | Path, settings: ServeConfig | None = None, *, ap
     async def unexpected(request: Request, exc: Exception):
         return _error(metrics, request, 500, f"internal error: {type(exc).__name__}: {exc}", "internal")
 
+
+def _add_status_routes(app: FastAPI, state: dict, metrics: ServiceMetrics, model_name: str,
+                       api_key: str | None) -> None:
+    """/health, /metrics and the page at /."""
+
     @app.get("/health", response_model=Health, responses={503: {"model": Health}})
     async def health() -> JSONResponse:
         body = Health(status="ok" if state["translator"] else "error" if state["error"] else "loading",
-                      model=model_dir.name, error=state["error"], api_key_required=api_key is not None)
+                      model=model_name, error=state["error"], api_key_required=api_key is not None)
         return JSONResponse(body.model_dump(), status_code=200 if state["translator"] else 503)
 
     @app.get("/metrics", response_class=Response)
@@ -110,30 +144,14 @@ def create_app(model_dir: str | Path, settings: ServeConfig | None = None, *, ap
     async def page() -> HTMLResponse:
         return HTMLResponse(resources.files("transduce.serving").joinpath("static/index.html").read_text("utf-8"))
 
-    @app.post("/v1/translate", response_model=TranslateResponse, responses=ERRORS)
-    async def translate(body: TranslateRequest, request: Request) -> TranslateResponse:
-        start = time.perf_counter()
-        _check_key(request, api_key)
-        _check_limits(body, settings)
-        if state["translator"] is None:
-            raise ServiceError(503, state["error"] or "the model is still loading", "not_ready")
-        options = {k: v for k, v in body.decode_options().items() if v is not None}
-        key = tuple(sorted({**options, "nbest": body.nbest, "attention": body.attention}.items()))
-        sampled = bool(options.get("sample", state["translator"].config.decode.sample))
-        try:
-            rows = await asyncio.wait_for(batcher.submit(body.texts, key, alone=sampled), settings.timeout_s)
-        except asyncio.TimeoutError:
-            raise ServiceError(504, f"no answer within {settings.timeout_s:g} s", "timeout") from None
-        except ValueError as exc:  # options the decoder refuses together (e.g. from the model's config)
-            raise ServiceError(422, str(exc), "invalid_request") from None
-        results = [Result(source_tokens=row[0].source_tokens if row else [],
-                          outputs=[_output(t, body.attention) for t in row]) for row in rows]
-        elapsed = time.perf_counter() - start
-        metrics.requests.labels("/v1/translate", "200").inc()
-        metrics.latency.labels("/v1/translate").observe(elapsed)
-        return TranslateResponse(results=results, elapsed_ms=round(elapsed * 1000, 3))
 
-    return app
+def _batch_options(translator: Translator, body: TranslateRequest) -> BatchOptions:
+    """The model's decoding settings with the request's replacements, checked before the request waits."""
+    try:
+        decode = translator.decode_options(**body.decode_options())
+    except ConfigError as exc:  # a combination the config refuses
+        raise ServiceError(422, str(exc), "invalid_request") from None
+    return BatchOptions(decode, body.nbest, body.attention)
 
 
 def _load_into(state: dict, load: Callable[[], Translator], metrics: ServiceMetrics) -> None:

@@ -13,28 +13,44 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Callable, Hashable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+
+from transduce.config import DecodeConfig
+
+
+@dataclass(frozen=True)
+class BatchOptions:
+    """What the requests of one batch share: the decoding settings in force (the model's, with the
+    request's replacements), outputs per text, and whether attention weights come back."""
+
+    decode: DecodeConfig
+    nbest: int = 1
+    attention: bool = False
 
 
 @dataclass
 class Job:
     texts: list[str]
-    key: Hashable  # requests with equal keys may share a batch
+    options: BatchOptions  # requests with equal options may share a batch
     future: asyncio.Future
     arrived: float = field(default_factory=time.monotonic)
-    alone: bool = False  # never shares a batch
+
+    @property
+    def alone(self) -> bool:
+        """A sampled request never shares a batch: its draws would depend on its neighbours."""
+        return self.options.decode.sample
 
 
 class Batcher:
-    """`await batcher.submit(texts, key, alone)` -> the rows `run(texts, key)` gives for these texts."""
+    """`await batcher.submit(texts, options)` -> the rows `run(texts, options)` gives for these texts."""
 
-    def __init__(self, run: Callable[[list[str], Hashable], list], *, max_batch_size: int = 32,
+    def __init__(self, run: Callable[[list[str], BatchOptions], list], *, max_batch_size: int = 32,
                  max_wait_s: float = 0.005, enabled: bool = True,
                  on_batch: Callable[[int, float], None] | None = None):
-        """`run(texts, key)` decodes one batch (called in the worker thread); `on_batch(texts, seconds)`
-        is told about each batch (metrics)."""
+        """`run(texts, options)` decodes one batch (called in the worker thread); `on_batch(texts,
+        seconds)` is told about each batch (metrics)."""
         self.run, self.max_batch_size, self.max_wait_s, self.enabled = run, max_batch_size, max_wait_s, enabled
         self.on_batch = on_batch
         self.queue: asyncio.Queue[Job] | None = None
@@ -55,8 +71,8 @@ class Batcher:
                 pass
         self.executor.shutdown(wait=False, cancel_futures=True)
 
-    async def submit(self, texts: list[str], key: Hashable, alone: bool = False) -> list:
-        job = Job(list(texts), key, asyncio.get_running_loop().create_future(), alone=alone)
+    async def submit(self, texts: list[str], options: BatchOptions) -> list:
+        job = Job(list(texts), options, asyncio.get_running_loop().create_future())
         await self.queue.put(job)
         return await job.future
 
@@ -88,7 +104,7 @@ class Batcher:
                     job = await asyncio.wait_for(self.queue.get(), remaining)
                 except asyncio.TimeoutError:
                     break
-            if job.key == first.key and not job.alone and size + len(job.texts) <= self.max_batch_size:
+            if job.options == first.options and not job.alone and size + len(job.texts) <= self.max_batch_size:
                 batch.append(job)
                 size += len(job.texts)
             else:
@@ -105,7 +121,7 @@ class Batcher:
             texts = [text for job in batch for text in job.texts]
             start = time.perf_counter()
             try:
-                rows = await loop.run_in_executor(self.executor, self.run, texts, batch[0].key)
+                rows = await loop.run_in_executor(self.executor, self.run, texts, batch[0].options)
             except Exception as exc:  # the requests fail, the service goes on
                 for job in batch:
                     if not job.future.done():

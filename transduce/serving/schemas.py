@@ -1,36 +1,46 @@
 """Request and response bodies of the HTTP API (pydantic): the OpenAPI schema at /docs comes from
-these. An option the API does not know is an error (422), never silently ignored."""
+these. An option the API does not know is an error (422), never silently ignored.
+
+A request's decoding options are made from DecodeConfig's declarations (`config.options_of`):
+the same names, help and limits, tightened by the server's own caps; a new decoding option
+reaches the API without an edit here.
+"""
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from transduce.config import DecodeConfig, Option, options_of
 
 
-class TranslateRequest(BaseModel):
-    """Texts to translate and the decoding options that replace the model's saved ones for this request."""
+class _RequestOnly(BaseModel):
+    """The fields of a request that are not decoding options."""
 
     model_config = ConfigDict(extra="forbid")
 
     texts: list[str] = Field(min_length=1, description="source texts, one per item")
-    beam: int | None = Field(None, ge=1, le=32, description="beam size (1 = greedy)")
     nbest: int = Field(1, ge=1, le=16, description="outputs per text, best first")
-    sample: bool | None = Field(None, description="draw tokens instead of searching")
-    temperature: float | None = Field(None, gt=0, le=100)
-    top_k: int | None = Field(None, ge=0, le=1_000_000, description="sample among the k most probable (0 = all)")
-    top_p: float | None = Field(None, gt=0, le=1, description="sample among the tokens holding this mass")
-    seed: int | None = Field(None, ge=0, le=2**63 - 1, description="sampling seed")
-    max_length: int | None = Field(None, ge=1, le=1024, description="most tokens to generate")
-    min_length: int | None = Field(None, ge=0, le=1024, description="tokens before the end is allowed")
-    length_penalty: Literal["avg", "gnmt", "none"] | None = None
-    length_alpha: float | None = Field(None, ge=0, le=10)
-    no_repeat_ngram: int | None = Field(None, ge=0, le=16)
-    suppress_unk: bool | None = None
     attention: bool = Field(False, description="also return attention weights (output x source tokens)")
 
     def decode_options(self) -> dict:
         """The DecodeConfig fields this request sets (None = the model's own setting)."""
-        return self.model_dump(exclude={"texts", "nbest", "attention"})
+        return self.model_dump(exclude=set(_RequestOnly.model_fields))
+
+
+def _request_field(declared: Option) -> tuple[Any, Any]:
+    """A decoding option as an optional request field (None = the model's setting), with its limits."""
+    kind = Literal[declared.choices] if declared.choices is not None else declared.kind
+    finite = {"allow_inf_nan": False} if declared.kind is float else {}
+    return kind | None, Field(None, gt=declared.gt, ge=declared.ge, le=declared.request_le,
+                              description=declared.help, **finite)
+
+
+TranslateRequest = create_model(
+    "TranslateRequest", __base__=_RequestOnly, __module__=__name__,
+    __doc__="Texts to translate and the decoding options that replace the model's saved ones for this request.",
+    **{declared.name: _request_field(declared) for declared in options_of(DecodeConfig) if declared.api},
+)
 
 
 class Output(BaseModel):

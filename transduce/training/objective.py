@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from transduce.data.batching import Batch
-from transduce.training.loss import label_smoothed_nll, linear_cross_entropy
+from transduce.kernels import label_smoothed_nll, linear_cross_entropy
 
 AUTOCAST = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 

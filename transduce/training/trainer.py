@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from transduce import kernels
 from transduce.config import Config, ConfigError
 from transduce.constants import CONFIG_FILE, LOG_FILE, WEIGHTS_FILE
 from transduce.data.batching import Batch
@@ -38,7 +39,6 @@ from transduce.evaluation.reference_scoring import reference_nll
 from transduce.evaluation.report import score_outputs
 from transduce.inference import pick_device
 from transduce.models.builder import build_model, count_parameters
-from transduce.models.linear import adopt_weight_gradient_choices, weight_gradient_choices
 from transduce.training.distributed import (
     barrier,
     from_main,
@@ -111,6 +111,7 @@ class Trainer:
         if tc.threads:
             torch.set_num_threads(tc.threads)
         seed_everything(tc.seed)
+        self.kernels = kernels.use(tc.kernels)
         resume_from = None
         if self.world.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -159,6 +160,7 @@ class Trainer:
         self.log(f"model: {config.model.arch} encoder-decoder, {count_parameters(self.model):,} parameters"
                  f"{'' if self.precision == 'fp32' else f', {self.precision} mixed precision'}"
                  f"{f', {self.world.size} processes' if self.world.active else ''}")
+        self.log(f"kernels: {self.kernels.describe()}")
         self.dev_examples = list(self.codec.examples(dev_pairs, copy=config.model.copy))
         self.dev_references = [p.target for p in dev_pairs][: tc.dev_max_sentences]
         self.skips_reported = False
@@ -238,7 +240,7 @@ class Trainer:
             figures = {"dev_loss": round(nll / max(tokens, 1), 4), "dev_ppl": round(perplexity(nll, tokens), 3)}
             if tc.dev_bleu:
                 subset = self.dev_examples[: tc.dev_max_sentences]
-                decode_cfg = self.config.decode.__class__(**{**vars(self.config.decode), "beam": 1})
+                decode_cfg = self.config.override({"decode.beam": 1}).decode
                 hyps = decode_examples(self.model, subset, decode_cfg, device=self.device)
                 outputs = [self.codec.decode_target(h[0].tokens, ex.oov) for h, ex in zip(hyps, subset)]
                 scores = score_outputs(outputs, self.dev_references)
@@ -329,7 +331,7 @@ class Trainer:
         save_weights(self.model, self.out_dir / WEIGHTS_FILE)
         state = {"epoch": self.epoch, "position": self.position.to_dict(), "tracker": self.tracker.state(),
                  "scaler": self.scaler.state_dict(), "precision": self.precision,
-                 "processes": self.world.size, "weight_gradients": weight_gradient_choices()}
+                 "processes": self.world.size, "kernels": self.kernels.to_dict()}
         save_checkpoint(self.out_dir, self.step, self.model, self.optimizer, state,
                         self.config.train.keep_checkpoints, rng=pack_ranks(states))
 
@@ -341,7 +343,7 @@ class Trainer:
         self.tracker = BestTracker(self.config.train.eval_metric, self.config.train.patience, state["tracker"])
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
-        adopt_weight_gradient_choices(state.get("weight_gradients", {}))
+        self.adopt_kernels(state.get("kernels"))
         if len(state["rng"]["ranks"]) == self.world.size:
             restore_rng(*unpack_rank(state["rng_tensors"], state["rng"], self.world.rank))
         else:  # another number of processes: the data position is exact, the dropout draws are new
@@ -351,6 +353,19 @@ class Trainer:
         if self.world.is_main:
             truncate_log(self.out_dir / LOG_FILE, self.step)
         self.log(f"resuming from {path} (step {self.step}, epoch {self.epoch})")
+
+    def adopt_kernels(self, recorded: dict | None) -> None:
+        """Compute with the kernels the run recorded, so that it goes on as it began (on another
+        machine too), unless train.kernels now asks for another mode."""
+        if recorded is None:
+            return
+        policy = kernels.KernelPolicy.from_dict(recorded)
+        if policy.mode != self.kernels.mode:
+            self.log(f"train.kernels: {self.kernels.mode} instead of the run's {policy.mode}: "
+                     "the resumed run computes otherwise than an uninterrupted one would")
+        elif policy != self.kernels:
+            self.kernels = kernels.use(policy)
+            self.log(f"kernels: the run's own ({policy.describe()})")
 
     def write_final_weights(self) -> None:
         """model.safetensors: the best dev weights (train.final_weights: best) or the last ones."""

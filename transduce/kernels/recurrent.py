@@ -5,13 +5,16 @@ product (grad_out_t^T x_t). Only the input gradients are needed step by step; th
 gradient is one product over all steps, sum_t grad_out_t^T x_t = G^T X, which runs far
 closer to the machine's peak. `TimeBatchedWeight` records (x_t, grad_out_t) during the
 backward pass and a collecting node, which autograd runs after every step's node, does the
-one product. Outside training (no grad) it is a plain matrix product.
+one product. Outside training (no grad) it is a plain matrix product. With the fast paths off,
+`step_weight` gives `PlainStepWeight`: `F.linear` at every step, autograd's own gradients.
 """
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
-from transduce.models.linear import linear
+from transduce.kernels import switch
+from transduce.kernels.linear_maps import linear
 
 
 class _Collect(torch.autograd.Function):
@@ -78,3 +81,20 @@ class TimeBatchedWeight:
         else:
             out = linear(x, self.weight)
         return out if add is None else out + add
+
+
+class PlainStepWeight:
+    """The same interface as `TimeBatchedWeight`, computed by `F.linear` at every step."""
+
+    def __init__(self, weight: torch.Tensor) -> None:
+        self.weight = weight
+
+    def product(self, x: torch.Tensor, add: torch.Tensor | None = None) -> torch.Tensor:
+        """x @ W^T (+ add). Shape: x (B, I), add (B, O) or (O,) -> (B, O)."""
+        out = F.linear(x, self.weight)
+        return out if add is None else out + add
+
+
+def step_weight(weight: torch.Tensor) -> TimeBatchedWeight | PlainStepWeight:
+    """The wrapper a recurrence multiplies by at every step of one pass."""
+    return TimeBatchedWeight(weight) if switch.fast() else PlainStepWeight(weight)

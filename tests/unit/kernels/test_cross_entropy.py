@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from transduce.training.loss import label_smoothed_nll
+from transduce.kernels.cross_entropy import label_smoothed_nll
 
 
 def _case():
@@ -111,7 +111,7 @@ def test_fused_gradient_equals_autograd_of_the_plain_formula():
 
 @pytest.mark.parametrize("chunk", [50, 1 << 20])
 def test_linear_cross_entropy_equals_projection_then_loss(chunk):
-    from transduce.training.loss import linear_cross_entropy
+    from transduce.kernels.cross_entropy import linear_cross_entropy
 
     torch.manual_seed(0)
     h = torch.randn(37, 8, dtype=torch.float64, requires_grad=True)

@@ -1,6 +1,6 @@
 import torch
 
-from transduce.models.dropout import Dropout, dropout_mask
+from transduce.kernels.dropout import Dropout, dropout_mask
 
 
 def test_mask_values_and_rate():

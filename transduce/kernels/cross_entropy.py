@@ -1,15 +1,20 @@
-"""Cross entropy over real (non-pad) target tokens, with label smoothing, in one fused pass.
+"""Cross entropy over real (non-pad) target tokens, with label smoothing; with the fast paths on,
+in fused passes.
 
 The scores may be unnormalised logits or log-probabilities (a model whose output is already a
-distribution, such as a copy mixture): the loss normalises them either way. Forward and
+distribution, such as a copy mixture): the loss normalises them either way. The fused forward and
 backward each read the (N, V) scores a small number of times instead of the many passes of
-log_softmax + gather + mean and their backwards, which dominate training time at large V.
+log_softmax + gather + mean and their backwards, which dominate training time at large V; the
+fused output layer (`linear_cross_entropy`) never holds the whole (N, V) logits. With the fast
+paths off both are `F.cross_entropy` over materialised logits.
 """
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
-from transduce.models.linear import linear, weight_gradient
+from transduce.kernels import switch
+from transduce.kernels.linear_maps import linear, weight_gradient
 
 
 class _SmoothedCrossEntropy(torch.autograd.Function):
@@ -38,6 +43,22 @@ class _SmoothedCrossEntropy(torch.autograd.Function):
         return grad, None, None
 
 
+def _plain_cross_entropy(scores: torch.Tensor, gold: torch.Tensor, smoothing: float
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+    """torch's own: the smoothed sum (differentiable) and the plain NLL sum (not)."""
+    loss = F.cross_entropy(scores, gold, reduction="sum", label_smoothing=smoothing)
+    nll = F.cross_entropy(scores.detach(), gold, reduction="sum") if smoothing else loss.detach()
+    return loss, nll
+
+
+def smoothed_cross_entropy(scores: torch.Tensor, gold: torch.Tensor, smoothing: float
+                           ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed smoothed loss and summed NLL of (N, V) scores against gold ids (N,)."""
+    if not switch.fast():
+        return _plain_cross_entropy(scores, gold, smoothing)
+    return _SmoothedCrossEntropy.apply(scores, gold, smoothing)
+
+
 def label_smoothed_nll(
     scores: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, smoothing: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -50,7 +71,7 @@ def label_smoothed_nll(
     rows = scores[mask] if scores.dim() == 3 else scores  # (N, V): pads never reach the loss
     if rows.dtype not in (torch.float32, torch.float64):
         rows = rows.float()  # half-precision scores: the loss itself runs in float32
-    return _SmoothedCrossEntropy.apply(rows, target[mask], smoothing)
+    return smoothed_cross_entropy(rows, target[mask], smoothing)
 
 
 class _LinearCrossEntropy(torch.autograd.Function):
@@ -119,4 +140,7 @@ def linear_cross_entropy(
 
     Shape: features (N, H), weight (V, H), bias (V,), gold (N,) -> two scalars
     """
+    if not switch.fast():
+        logits = F.linear(features, weight.to(features.dtype), None if bias is None else bias.to(features.dtype))
+        return _plain_cross_entropy(logits.float(), gold, smoothing)
     return _LinearCrossEntropy.apply(features, weight, bias, gold, smoothing, chunk_elements)

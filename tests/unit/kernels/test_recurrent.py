@@ -1,7 +1,7 @@
 """The time-batched weight gradient equals plain autograd's, step by step or not."""
 import torch
 
-from transduce.models.time_batched import TimeBatchedWeight
+from transduce.kernels.recurrent import TimeBatchedWeight
 
 
 def _recurrence(weight, x0, batched: bool):

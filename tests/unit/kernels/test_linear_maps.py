@@ -1,10 +1,12 @@
-"""The oneDNN linear agrees with torch's: outputs, and the gradients of input, weight and bias."""
+"""The oneDNN linear agrees with torch's: outputs, and the gradients of input, weight and bias;
+weight gradients go to the library the switch's rule names."""
 import copy
 
 import pytest
 import torch
 
-from transduce.models.linear import Linear, linear, weight_gradient
+from transduce import kernels
+from transduce.kernels.linear_maps import Linear, linear, weight_gradient
 
 
 @pytest.mark.parametrize("shape", [(7, 5), (3, 4, 5), (0, 5)])
@@ -89,23 +91,56 @@ def test_a_layer_made_in_inference_mode_computes_without_packing():
     assert torch.allclose(out, torch.nn.functional.linear(x, layer.weight, layer.bias), atol=1e-5)
 
 
-def test_large_weight_gradients_time_both_backends_once_and_agree(monkeypatch):
-    import transduce.models.linear as linear_module
-    monkeypatch.setattr(linear_module, "_MKL_FASTER", {})
+@pytest.mark.parametrize("mode", ["onednn", "mkl", "auto", "torch"])
+def test_every_mode_gives_the_same_weight_gradient_up_to_rounding(mode):
     g = torch.Generator().manual_seed(2)
     grad, x = torch.randn(300, 96, generator=g), torch.randn(300, 80, generator=g)
-    monkeypatch.setattr(linear_module, "CHOOSE_ABOVE_FLOPS", 2 * 300 * 96 * 80 - 1)
     ref = grad.t().double() @ x.double()
-    first = weight_gradient(grad, x)
-    assert set(linear_module._MKL_FASTER) == {(96, 80)}  # timed once, then remembered
-    for mkl_faster in (True, False):  # either backend gives the same sum
-        linear_module._MKL_FASTER[(96, 80)] = mkl_faster
+    with kernels.using(mode):
         assert torch.allclose(weight_gradient(grad, x).double(), ref, atol=1e-4)
-    assert torch.allclose(first.double(), ref, atol=1e-4)
 
 
-def test_small_weight_gradients_are_not_timed(monkeypatch):
-    import transduce.models.linear as linear_module
-    monkeypatch.setattr(linear_module, "_MKL_FASTER", {})
-    weight_gradient(torch.randn(50, 6), torch.randn(50, 4))
-    assert linear_module._MKL_FASTER == {}
+def test_which_library_computes_a_weight_gradient_is_a_rule_of_shape_and_cpu(monkeypatch):
+    """MKL's product reads grad^T in place (a strided operand); oneDNN's is handed the transposes."""
+    from transduce.kernels import linear_maps as linear_module
+    seen = []
+    real = linear_module._onednn
+    monkeypatch.setattr(linear_module, "_onednn", lambda *a: seen.append(a[0].shape) or real(*a))
+    wide, narrow = torch.randn(1000, 256), torch.randn(1000, 64)  # 1000 rows: 2 x 1000 x 256 x 64 > 30 MFLOP
+    with kernels.using(kernels.KernelPolicy("auto", True, "by_shape", "AVX512")):
+        monkeypatch.setattr(kernels.switch, "BY_SHAPE_ABOVE_FLOPS", 1_000_000)
+        weight_gradient(wide, narrow)  # 256 outputs >= 64 inputs: MKL
+        assert seen == []
+        weight_gradient(narrow, wide)  # 64 outputs < 256 inputs: oneDNN
+        assert seen == [(64, 1000)]
+        weight_gradient(wide[:10], narrow[:10])  # small: oneDNN
+        assert seen[-1] == (256, 10)
+    seen.clear()
+    with kernels.using("mkl"):
+        weight_gradient(narrow, wide)
+    with kernels.using("torch"):
+        weight_gradient(narrow, wide)
+    assert seen == []
+    with kernels.using("onednn"):
+        weight_gradient(wide, narrow)
+    assert seen == [(256, 1000)]
+
+
+def test_auto_settles_by_the_cpu_alone(monkeypatch):
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    assert kernels.resolve("auto").weight_gradients == "onednn"
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    assert kernels.resolve("auto").weight_gradients == "by_shape"
+    assert kernels.resolve("torch").fast is False and kernels.resolve("mkl").weight_gradients == "mkl"
+    with pytest.raises(ValueError, match="not one of"):
+        kernels.resolve("fastest")
+
+
+def test_plain_mode_computes_with_torchs_own_linear():
+    x, w = torch.randn(4, 5, requires_grad=True), torch.randn(6, 5, requires_grad=True)
+    with kernels.using("torch"):
+        out = linear(x, w)
+        layer = Linear(5, 6).eval()
+        with torch.no_grad():
+            layer(x)
+    assert type(out.grad_fn).__name__ != "_OneDNNLinearBackward" and "packed" not in layer.__dict__
