@@ -9,7 +9,10 @@ was really in is read from what it left behind (a temporary checkpoint folder, a
 bar with no figures after it) and reported. The same command is then run
 again until it finishes (it resumes from the newest sound checkpoint by itself), and the final
 weights, optimizer state, generator states, best weights and the log's figures are compared
-with the reference, byte for byte.
+with the reference, byte for byte. The reference is its own process, started before any trial
+and sharing nothing with them; every other trial (killed run and resumed run alike) has a
+CPU-bound process running beside it, so a choice that depended on how busy the machine was
+would show as a difference.
 
     python benchmarks/fault_resume.py                 # 20 kills, prints JSON
     python benchmarks/fault_resume.py --kills 3 --quick
@@ -63,6 +66,23 @@ def run_to_end(config: Path, out: Path, stderr: Path) -> float:
     if proc.returncode != 0:
         raise RuntimeError(f"{out}: training exited with {proc.returncode}; see {stderr}")
     return time.perf_counter() - start
+
+
+class CpuHog:
+    """A busy-looping process beside a trial, for as long as the `with` block lasts (or nothing)."""
+
+    def __init__(self, active: bool) -> None:
+        self.active, self.proc = active, None
+
+    def __enter__(self) -> "CpuHog":
+        if self.active:
+            self.proc = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
 
 
 def checkpoint_being_written(out: Path) -> bool:
@@ -160,19 +180,22 @@ def main() -> None:
         target = PHASES[index % len(PHASES)]
         out, stderr = work / f"trial-{index:02d}", work / f"trial-{index:02d}.stderr"
         stderr.write_bytes(b"")
-        with open(stderr, "ab") as sink:
+        loaded = index % 2 == 1
+        with CpuHog(loaded), open(stderr, "ab") as sink:
             proc = subprocess.Popen(command(config, out), stdout=subprocess.DEVNULL, stderr=sink)
-            phase = kill_at(target, proc, out, stderr, rng, duration)
-        run_to_end(config, out, stderr)
+            phase = kill_at(target, proc, out, stderr, rng, duration * (2 if loaded else 1))
+            run_to_end(config, out, stderr)
         diff = differences(work / "reference", out)
         trials.append({"trial": index, "aimed_at": target, "killed_during": phase or "not killed (run ended)",
-                       "bitwise_equal": not diff, "differs": diff})
+                       "cpu_hog_beside": loaded, "bitwise_equal": not diff, "differs": diff})
         shutil.rmtree(out, ignore_errors=True)
     killed = [t for t in trials if t["killed_during"] in PHASES + ("start-up",)]
     report = {
         "kills": len(killed),
         "resumed_bitwise_equal": sum(t["bitwise_equal"] for t in killed),
         "all_equal": all(t["bitwise_equal"] for t in trials),
+        "resumed_bitwise_equal_beside_cpu_hog": sum(t["bitwise_equal"] for t in killed if t["cpu_hog_beside"]),
+        "kills_beside_cpu_hog": sum(t["cpu_hog_beside"] for t in killed),
         "killed_during": {p: sum(t["killed_during"] == p for t in killed) for p in PHASES + ("start-up",)},
         "reference_seconds": round(duration, 2),
         "trials": trials,

@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from transduce.config import Config, ConfigError, DecodeConfig, Option, options_of
+from transduce.config import Config, ConfigError, DecodeConfig, ServeConfig, options_of
 from transduce.constants import CONFIG_FILE, TOKENIZER_KINDS
 from transduce.data.readers import DataError, read_lines, read_pairs
 
@@ -21,21 +21,39 @@ USER_ERRORS = (DataError, ConfigError, FileNotFoundError, IsADirectoryError, Per
 def _add_decode_options(p: argparse.ArgumentParser) -> None:
     """One flag per DecodeConfig field (--max-length for max_length); each defaults to None, the
     model's saved setting."""
-    for declared in options_of(DecodeConfig):
-        flag, text = "--" + declared.name.replace("_", "-"), _decode_help(declared)
-        if declared.kind is bool:
-            p.add_argument(flag, action="store_true", default=None, help=text)
-        elif declared.choices is not None:
-            p.add_argument(flag, choices=declared.choices, help=text)
-        else:
-            p.add_argument(flag, type=declared.kind, metavar=declared.kind.__name__.upper(), help=text)
+    _add_options(p, "decode", DecodeConfig)
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
                    help="weights for decoding: fp32, or bf16 (faster where the CPU/GPU has bfloat16 support)")
 
 
-def _decode_help(declared: Option) -> str:
-    return f"{declared.help}; default: the model's decode.{declared.name}".replace("%", "%%")
+def _add_options(p: argparse.ArgumentParser, section: str, cls: type) -> None:
+    """A flag per declared field of a config section, None when not given (the model's setting).
+    A switch that is on by default is turned off by --no-NAME."""
+    for declared in options_of(cls):
+        text = f"{declared.help}; default: the model's {section}.{declared.name}".replace("%", "%%")
+        if declared.kind is bool:
+            text = "do not " + text if declared.default else text
+            flag = declared.flag or ("--no-" if declared.default else "--") + declared.name.replace("_", "-")
+            p.add_argument(flag, dest=declared.name, action="store_const", const=not declared.default,
+                           default=None, help=text)
+            continue
+        flag = declared.flag or "--" + declared.name.replace("_", "-")
+        if declared.choices is not None:
+            p.add_argument(flag, dest=declared.name, choices=declared.choices, help=text)
+        else:
+            p.add_argument(flag, dest=declared.name, type=declared.kind, metavar=declared.kind.__name__.upper(),
+                           help=text)
+
+
+def _add_model_folders(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, nargs="+",
+                   help="model folder; several folders (same vocabularies) decode as an ensemble")
+
+
+def _section_overrides(args, section: str, cls: type) -> dict:
+    """{"section.key": value} for the declared fields given on the command line."""
+    return _given({f"{section}.{declared.name}": vars(args)[declared.name] for declared in options_of(cls)})
 
 
 def _decode_overrides(args) -> dict:
@@ -102,8 +120,7 @@ def _add_train(sub) -> None:
 def _add_translate(sub) -> None:
     p = sub.add_parser("translate", help="decode text with a trained model",
                        description="Translate lines from stdin (or --input) to stdout (or --output).")
-    p.add_argument("--model", required=True, nargs="+",
-                   help="model folder; several folders (same vocabularies) decode as an ensemble")
+    _add_model_folders(p)
     p.add_argument("--input", help="input text file, one source per line (default: stdin)")
     p.add_argument("--output", help="output file (default: stdout)")
     p.add_argument("--nbest", type=int, default=1, help="print the N best outputs per line, tab-separated with scores")
@@ -118,8 +135,7 @@ def _add_evaluate(sub) -> None:
     p = sub.add_parser("evaluate", help="score a model on pairs",
                        description="Decode the sources of --data and print a JSON report "
                        "(bleu, chrf, rouge1/2/L, exact_match, perplexity).")
-    p.add_argument("--model", required=True, nargs="+",
-                   help="model folder; several folders (same vocabularies) decode as an ensemble")
+    _add_model_folders(p)
     p.add_argument("--data", required=True, help="pairs to score (.tsv, .jsonl, or a source file with --data-target)")
     p.add_argument("--data-target", help="target file when --data is a source file")
     p.add_argument("--hypotheses", help="also write the outputs to this file")
@@ -134,18 +150,10 @@ def _add_serve(sub) -> None:
                        "GET /metrics (Prometheus), the page at / and the API docs at /docs. Concurrent requests "
                        "are decoded together (dynamic batching). Settings default to the model's serve section.")
     p.add_argument("--model", required=True, help="model folder (fixed for the life of the server)")
-    p.add_argument("--host", help="address to bind (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int, help="port (default 8000)")
     p.add_argument("--api-key", help="require this key in the X-API-Key header (default: $TRANSDUCE_API_KEY)")
     p.add_argument("--no-api-key", action="store_true",
                    help="allow binding beyond this machine without an API key")
-    p.add_argument("--no-batching", action="store_true", help="decode each request alone")
-    p.add_argument("--max-batch-size", type=int, help="texts decoded together (default 32)")
-    p.add_argument("--max-wait-ms", type=float, help="how long a request waits for others to join (default 5)")
-    p.add_argument("--max-texts", type=int, help="texts per request (default 64)")
-    p.add_argument("--max-input-chars", type=int, help="characters per text (default 2000)")
-    p.add_argument("--max-body-bytes", type=int, help="request body size (default 1 MiB)")
-    p.add_argument("--timeout", type=float, help="seconds per request (default 30)")
+    _add_options(p, "serve", ServeConfig)
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"], help="weights for decoding")
 
@@ -309,11 +317,7 @@ def cmd_serve(args) -> int:
 
     model = Path(args.model)
     saved = Config.load(model / CONFIG_FILE) if (model / CONFIG_FILE).is_file() else Config()
-    flags = {"host": args.host, "port": args.port, "max_batch_size": args.max_batch_size,
-             "max_wait_ms": args.max_wait_ms, "max_texts": args.max_texts, "max_input_chars": args.max_input_chars,
-             "max_body_bytes": args.max_body_bytes, "timeout_s": args.timeout,
-             "batching": False if args.no_batching else None}
-    settings = saved.override(_given({f"serve.{key}": value for key, value in flags.items()})).serve
+    settings = saved.override(_section_overrides(args, "serve", ServeConfig)).serve
     api_key = args.api_key or os.environ.get("TRANSDUCE_API_KEY") or None
     try:
         loopback = settings.host == "localhost" or ipaddress.ip_address(settings.host).is_loopback

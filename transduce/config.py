@@ -53,6 +53,7 @@ class Option:
     choices: tuple | None = None
     api_le: float | None = None
     api: bool = True
+    flag: str | None = None  # the command-line flag, when not --the-field-name
     # filled in by options_of from the field itself
     name: str = ""
     kind: type = object  # int, float, str or bool (besides None, for a field that may be None)
@@ -67,9 +68,10 @@ class Option:
 
 
 def option(default: Any, help: str, *, gt: float | None = None, ge: float | None = None, le: float | None = None,
-           choices: tuple | None = None, api_le: float | None = None, api: bool = True) -> Any:
+           choices: tuple | None = None, api_le: float | None = None, api: bool = True, flag: str | None = None
+           ) -> Any:
     """A dataclass field with its default and its declared `Option`."""
-    return field(default=default, metadata={"option": Option(help, gt, ge, le, choices, api_le, api)})
+    return field(default=default, metadata={"option": Option(help, gt, ge, le, choices, api_le, api, flag)})
 
 
 @functools.cache
@@ -296,22 +298,23 @@ class DecodeConfig:
 
 @dataclass
 class ServeConfig:
-    """The HTTP service: where it listens, how it gathers requests into batches, what it accepts."""
+    """The HTTP service: where it listens, how it gathers requests into batches, what it accepts.
 
-    host: str = "127.0.0.1"  # loopback only; anything wider wants an API key
-    port: int = 8000
-    batching: bool = True  # gather concurrent requests into one decode batch
-    max_batch_size: int = 32  # texts decoded together
-    max_wait_ms: float = 5.0  # how long a request may wait for others to join its batch
-    max_texts: int = 64  # texts per request
-    max_input_chars: int = 2000  # characters per text
-    max_body_bytes: int = 1 << 20  # request body size (413 beyond)
-    timeout_s: float = 30.0  # per request (504 beyond)
+    Declared with `option` as DecodeConfig is: the flags of `transduce serve` are made from these."""
+
+    host: str = option("127.0.0.1", "address to bind (127.0.0.1: this machine only; anything wider wants an "
+                       "API key)")
+    port: int = option(8000, "port", gt=0, le=65535)
+    batching: bool = option(True, "gather concurrent requests into one decode batch")
+    max_batch_size: int = option(32, "texts decoded together", gt=0)
+    max_wait_ms: float = option(5.0, "how long a request waits for others to join its batch", ge=0)
+    max_texts: int = option(64, "texts per request", gt=0)
+    max_input_chars: int = option(2000, "characters per text", gt=0)
+    max_body_bytes: int = option(1 << 20, "request body size in bytes (413 beyond)", gt=0)
+    timeout_s: float = option(30.0, "seconds per request (504 beyond)", gt=0, flag="--timeout")
 
     def __post_init__(self) -> None:
-        for key in ("port", "max_batch_size", "max_texts", "max_input_chars", "max_body_bytes", "timeout_s"):
-            _check_positive(f"serve.{key}", getattr(self, key))
-        _check_positive("serve.max_wait_ms", self.max_wait_ms, allow_zero=True)
+        _check_options("serve", self)
 
 
 @dataclass

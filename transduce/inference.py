@@ -1,9 +1,8 @@
 """Translator: a model folder loaded once, text in, text out. Used by the CLI, evaluation and the API.
 
-Loading reads `config.json`, the vocabularies, the tokenizers and `model.safetensors`:
-JSON and tensors only, so opening a model never executes code from it. A folder written by
-`transduce quantize` (it holds `quantization.json`) loads the same way and decodes with int8
-modules on the CPU (`export.quantize`).
+Loading (`model_folder`) reads `config.json`, the vocabularies, the tokenizers and
+`model.safetensors`: JSON and tensors only, so opening a model never executes code from it. A
+folder written by `transduce quantize` loads the same way and decodes with int8 modules on the CPU.
 """
 from __future__ import annotations
 
@@ -13,23 +12,13 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
-from safetensors import SafetensorError
 
-from transduce.config import Config, ConfigError, DecodeConfig
-from transduce.constants import CONFIG_FILE, WEIGHTS_FILE
+from transduce.config import Config, DecodeConfig
 from transduce.data.codec import TextCodec
 from transduce.decoding.results import Hypothesis
 from transduce.decoding.search import decode_examples
-from transduce.export.quantize import is_quantized, load_quantized
-from transduce.models.builder import build_model
+from transduce.model_folder import ModelLoadError, load_model_folder
 from transduce.models.ensemble import Ensemble
-from transduce.training.checkpoint import load_weights
-
-PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
-
-
-class ModelLoadError(RuntimeError):
-    """A model folder that is missing or incomplete, with the path in the message."""
 
 
 @dataclass
@@ -46,12 +35,6 @@ class Translation:
     tokens: list[str]
     source_tokens: list[str] = field(default_factory=list)
     attention: list[list[float]] | None = None
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 class TranslatorBase:
@@ -81,31 +64,8 @@ class Translator(TranslatorBase):
     def from_dir(cls, directory: str | Path, device: str = "auto", precision: str = "fp32") -> "Translator":
         """Load a model folder. precision="bf16" keeps a bfloat16 copy of the weights for decoding
         (faster products on CPUs and GPUs with bfloat16 support; scores stay float32)."""
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-        directory = Path(directory)
-        for name in (CONFIG_FILE, WEIGHTS_FILE):
-            if not (directory / name).is_file():
-                raise ModelLoadError(f"{directory}: not a model folder (no {name})")
-        try:
-            config = Config.load(directory / CONFIG_FILE)
-        except ConfigError as exc:
-            raise ModelLoadError(str(exc)) from None
-        codec = TextCodec.load(config.data, directory)
-        int8 = is_quantized(directory)
-        if int8 and (precision != "fp32" or device not in ("auto", "cpu")):
-            raise ModelLoadError(f"{directory}: an int8 model decodes on the CPU with fp32 activations "
-                                 f"(asked for device {device!r}, precision {precision!r})")
-        dev = torch.device("cpu") if int8 else pick_device(device)
-        try:
-            model = build_model(config.model, len(codec.src_vocab), len(codec.tgt_vocab))
-            if int8:
-                return cls(config, codec, load_quantized(model, directory), dev)
-            load_weights(model, directory / WEIGHTS_FILE, dev)
-        except (SafetensorError, RuntimeError, ValueError) as exc:  # QuantizeError is a RuntimeError
-            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ModelLoadError(f"{directory / WEIGHTS_FILE}: cannot load the weights ({first_line})") from None
-        return cls(config, codec, model.to(dev, dtype=PRECISIONS[precision]), dev)
+        loaded = load_model_folder(directory, device, precision)
+        return cls(loaded.config, loaded.codec, loaded.model, loaded.device)
 
     @classmethod
     def from_dirs(cls, directories: Sequence[str | Path], device: str = "auto", precision: str = "fp32"

@@ -12,8 +12,8 @@ import sys
 
 import pytest
 
-from transduce.cli import _decode_overrides, build_parser
-from transduce.config import DecodeConfig, options_of
+from transduce.cli import _decode_overrides, _section_overrides, build_parser
+from transduce.config import DecodeConfig, ServeConfig, options_of
 from transduce.evaluation.code_bleu import code_bleu
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONIOENCODING": "utf-8"}
@@ -185,25 +185,35 @@ def _subcommand(name: str) -> argparse.ArgumentParser:
     return commands.choices[name]
 
 
-@pytest.mark.parametrize("command", ["translate", "evaluate"])
-def test_decode_flags_are_exactly_the_decode_config_fields(command):
-    """One flag per DecodeConfig field, with its help, type and choices; absent, each is None."""
+@pytest.mark.parametrize("command, cls", [("translate", DecodeConfig), ("evaluate", DecodeConfig),
+                                          ("serve", ServeConfig)])
+def test_flags_are_exactly_the_declared_config_fields(command, cls):
+    """One flag per field of the section, with its help, type and choices; absent, each is None."""
     parser = _subcommand(command)
-    decode_names = {f.name for f in dataclasses.fields(DecodeConfig)}
-    flags = {a.dest: a for a in parser._actions if a.dest in decode_names}
-    assert set(flags) == decode_names
-    for declared in options_of(DecodeConfig):
+    names = {f.name for f in dataclasses.fields(cls)}
+    flags = {a.dest: a for a in parser._actions if a.dest in names}
+    assert set(flags) == names
+    for declared in options_of(cls):
         action = flags[declared.name]
-        assert action.option_strings == ["--" + declared.name.replace("_", "-")]
-        assert action.help.startswith(declared.help), (action.help, declared.help)
-        assert action.default is None
-        if declared.kind is bool:
-            assert isinstance(action, argparse._StoreTrueAction)
+        if declared.kind is bool:  # a switch flips the default: --suppress-unk, --no-batching
+            prefix = "--no-" if declared.default else "--"
+            assert isinstance(action, argparse._StoreConstAction) and action.const is (not declared.default)
         else:
+            prefix = "--"
             assert action.type is (None if declared.choices else declared.kind)
             assert action.choices == declared.choices
-    args = parser.parse_args(["--model", "m", "--data", "d"] if command == "evaluate" else ["--model", "m"])
-    assert _decode_overrides(args) == dict.fromkeys(decode_names)
+        assert action.option_strings == [declared.flag or prefix + declared.name.replace("_", "-")]
+        assert declared.help in action.help, (action.help, declared.help)
+        assert action.default is None
+    given = {"evaluate": ["--model", "m", "--data", "d"]}.get(command, ["--model", "m"])
+    args = parser.parse_args(given)
+    if cls is DecodeConfig:
+        assert _decode_overrides(args) == dict.fromkeys(names)
+    section = "serve" if cls is ServeConfig else "decode"
+    assert _section_overrides(args, section, cls) == {}
+    if cls is ServeConfig:
+        args = parser.parse_args(given + ["--timeout", "3", "--no-batching"])
+        assert _section_overrides(args, section, cls) == {"serve.timeout_s": 3.0, "serve.batching": False}
 
 
 def test_decode_flags_reach_the_decode_config(trained):

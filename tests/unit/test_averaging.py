@@ -13,7 +13,8 @@ from transduce.data.codec import TextCodec
 from transduce.data.readers import read_pairs
 from transduce.models.builder import build_model
 from transduce.training.averaging import average_run
-from transduce.training.checkpoint import CheckpointError, load_weights, save_checkpoint
+from transduce.model_folder import load_weights
+from transduce.training.checkpoint import CheckpointError, save_checkpoint
 from transduce.training.optim import make_optimizer
 
 STEPS = (2, 4, 6)

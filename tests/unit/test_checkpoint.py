@@ -22,12 +22,12 @@ from transduce.training.checkpoint import (
     latest_sound_checkpoint,
     list_checkpoints,
     load_checkpoint,
-    load_weights,
     save_best,
     save_checkpoint,
     save_weights,
 )
 from transduce.kernels.cross_entropy import label_smoothed_nll
+from transduce.model_folder import load_weights
 from transduce.training.optim import make_optimizer
 
 V = 12

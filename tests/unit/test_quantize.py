@@ -20,16 +20,10 @@ from transduce.data.batching import collate
 from transduce.data.codec import TextCodec
 from transduce.data.readers import read_pairs
 from transduce.evaluation.reference_scoring import reference_nll
-from transduce.export.quantize import (
-    MIN_FEATURES,
-    QUANTIZATION_FILE,
-    Int8RecurrentCell,
-    QuantizeError,
-    dequantize_rows,
-    quantize_model_dir,
-    quantize_rows,
-)
-from transduce.inference import ModelLoadError, Translator
+from transduce.export.quantize import quantize_model_dir
+from transduce.inference import Translator
+from transduce.model_folder import QUANTIZATION_FILE, ModelLoadError, QuantizeError
+from transduce.models.int8 import MIN_FEATURES, Int8RecurrentCell, dequantize_rows
 from transduce.models.builder import build_model
 from transduce.kernels import Linear
 from transduce.models.rnn import RecurrentCell
@@ -214,10 +208,3 @@ def test_named_weights_can_stay_float(folders, tmp_path):
     with pytest.raises(QuantizeError, match="no weights named nothing.weight"):
         quantize_model_dir(float_dir, tmp_path / "x", keep_float=["nothing.weight"])
 
-
-def test_quantize_rows_round_trip():
-    weight = torch.tensor([[0.5, -1.0, 0.25], [0.0, 0.0, 0.0], [2.0, 1.0, -0.5]])
-    qweight, scale = quantize_rows(weight)
-    assert qweight.tolist()[0] == [64, -127, 32] and qweight.tolist()[1] == [0, 0, 0]
-    assert torch.allclose(scale, torch.tensor([1 / 127, 1e-12 / 127, 2 / 127]))
-    assert torch.allclose(dequantize_rows(qweight, scale), weight, atol=1 / 127)

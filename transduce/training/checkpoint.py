@@ -20,9 +20,10 @@ from typing import Callable
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file, load_model, save_file, save_model
+from safetensors.torch import load_file, save_file, save_model
 
 from transduce.constants import OPTIMIZER_FILE, TRAINER_STATE_FILE, WEIGHTS_FILE
+from transduce.model_folder import load_weights
 
 CHECKPOINT_DIR = "checkpoints"
 BEST_DIR = "best"
@@ -61,12 +62,6 @@ def save_weights(model: torch.nn.Module, path: str | Path) -> None:
         tmp.unlink(missing_ok=True)
         raise CheckpointError(f"cannot write {path}: {exc.strerror or exc}; the previous file is untouched") from exc
     _fsync_dir(path.parent)
-
-
-def load_weights(model: torch.nn.Module, path: str | Path, device: str | torch.device = "cpu") -> None:
-    missing, unexpected = load_model(model, str(path), strict=True, device=str(device))
-    if missing or unexpected:  # strict=True raises first; kept for clarity of intent
-        raise ValueError(f"{path}: weights do not match the model ({missing or unexpected})")
 
 
 def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:

@@ -16,7 +16,7 @@ import torch
 from transduce.config import Config, ConfigError
 from transduce.constants import CONFIG_FILE, WEIGHTS_FILE
 from transduce.data.codec import TextCodec
-from transduce.training.checkpoint import load_weights
+from transduce.model_folder import load_weights
 
 # model settings that do not change the shapes or the meaning of the weights
 FREE_MODEL_KEYS = frozenset({"dropout", "attention_dropout", "coverage_weight", "init"})

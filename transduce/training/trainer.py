@@ -37,7 +37,7 @@ from transduce.decoding.search import decode_examples
 from transduce.evaluation.metrics import perplexity
 from transduce.evaluation.reference_scoring import reference_nll
 from transduce.evaluation.report import score_outputs
-from transduce.inference import pick_device
+from transduce.model_folder import pick_device
 from transduce.models.builder import build_model, count_parameters
 from transduce.training.distributed import (
     barrier,
